@@ -1,0 +1,169 @@
+"""Test-time protocols: how a trained model meets a test batch.
+
+- `none`: the model as trained (eval mode, running statistics).
+- `bn`: BatchNorm statistics adaptation (Schneider et al., NeurIPS 2020): normalise with
+  p * training statistics + (1 - p) * test-batch statistics, p = prior / (prior + batch size);
+  prior 0 (default) is full adaptation.
+- `tent`: Tent (Wang et al., ICLR 2021): test-batch statistics, and one Adam step (lr 1e-3) per
+  batch on the BatchNorm affine parameters to minimise the mean prediction entropy; the
+  prediction is the forward pass before the update.
+Every protocol is reset to the trained model before each (corruption, severity) cell.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from metabn_bench.errors import UserError
+from metabn_bench.registry import Registry
+
+Forward = Callable[[Tensor], Tensor]  # [0, 1] images -> logits (normalisation included)
+PROTOCOLS: Registry[type[Protocol]] = Registry("test-time protocol")
+
+
+def bn_layers(model: nn.Module) -> list[nn.BatchNorm2d]:
+    """The BatchNorm2d layers (and subclasses such as Meta-BN) that protocols adapt."""
+    return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+class Protocol:
+    """`none`: evaluate the model as trained."""
+
+    name: ClassVar[str] = "none"
+    default_batch_size: ClassVar[int] = 1000
+
+    def __init__(self, model: nn.Module, forward: Forward, **options: Any) -> None:
+        if options:
+            raise UserError(f"protocol '{self.name}' takes no options; got {', '.join(options)}")
+        self.model = model
+        self.forward = forward
+
+    def reset(self) -> None:
+        """Return to the trained model (before each cell)."""
+
+    def predict(self, x: Tensor) -> Tensor:
+        """Logits for a test batch of [0, 1] images."""
+        with torch.no_grad():
+            return self.forward(x)
+
+    def describe(self) -> dict[str, Any]:
+        """Options recorded in every result row."""
+        return {}
+
+
+PROTOCOLS.add("none", Protocol)
+
+
+@PROTOCOLS.register("bn")
+class BNAdapt(Protocol):
+    """Statistics adaptation (Schneider et al. 2020) with an optional prior strength N."""
+
+    name = "bn"
+
+    def __init__(self, model: nn.Module, forward: Forward, prior: float = 0.0) -> None:
+        super().__init__(model, forward)
+        if prior < 0:
+            raise UserError(f"bn prior must be >= 0, got {prior}")
+        self.prior = float(prior)
+        self.layers = bn_layers(model)
+        if not self.layers:
+            raise UserError("protocol 'bn' needs a model with BatchNorm2d layers")
+        self.source = [(m.running_mean.clone(), m.running_var.clone()) for m in self.layers]
+        self.handles = [m.register_forward_pre_hook(self._hook) for m in self.layers]
+        self._index = {id(m): i for i, m in enumerate(self.layers)}
+
+    def _hook(self, module: nn.BatchNorm2d, args: tuple[Tensor, ...]) -> None:
+        x = args[0]
+        n = x.shape[0] * x.shape[2] * x.shape[3]
+        p = self.prior / (self.prior + x.shape[0]) if self.prior > 0 else 0.0
+        mean_src, var_src = self.source[self._index[id(module)]]
+        xf = x.float()
+        mean = xf.mean(dim=(0, 2, 3))
+        var = xf.var(dim=(0, 2, 3), unbiased=False) if n > 1 else torch.zeros_like(mean)
+        # The module runs in eval mode and normalises with its running statistics: set them.
+        module.running_mean.copy_(p * mean_src + (1 - p) * mean)
+        module.running_var.copy_(p * var_src + (1 - p) * var)
+
+    def reset(self) -> None:
+        for m, (mean, var) in zip(self.layers, self.source):
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)
+
+    def describe(self) -> dict[str, Any]:
+        return {"prior": self.prior}
+
+
+@PROTOCOLS.register("tent")
+class Tent(Protocol):
+    """Entropy minimisation of BN affine parameters (Wang et al. 2021), one Adam step per batch."""
+
+    name = "tent"
+    default_batch_size = 200
+
+    def __init__(self, model: nn.Module, forward: Forward, lr: float = 1e-3, steps: int = 1) -> None:
+        super().__init__(model, forward)
+        self.lr, self.steps = float(lr), int(steps)
+        self.layers = bn_layers(model)
+        if not self.layers:
+            raise UserError("protocol 'tent' needs a model with BatchNorm2d layers")
+        for p in model.parameters():
+            p.requires_grad_(False)
+        params = []
+        for m in self.layers:
+            m.train()  # batch statistics (with gradients through them), as in Tent
+            m.momentum = 0.0  # ... without changing the stored running statistics
+            if m.affine:
+                m.weight.requires_grad_(True)
+                m.bias.requires_grad_(True)
+                params += [m.weight, m.bias]
+        self.optimizer = torch.optim.Adam(params, lr=self.lr, betas=(0.9, 0.999), weight_decay=0.0)
+        self.snapshot = copy.deepcopy(model.state_dict())
+        self.opt_snapshot = copy.deepcopy(self.optimizer.state_dict())
+
+    def reset(self) -> None:
+        self.model.load_state_dict(self.snapshot)
+        self.optimizer.load_state_dict(self.opt_snapshot)
+
+    def predict(self, x: Tensor) -> Tensor:
+        with torch.enable_grad():
+            for _ in range(self.steps):
+                logits = self.forward(x)
+                log_p = logits.float().log_softmax(dim=1)
+                entropy = -(log_p.exp() * log_p).sum(dim=1).mean()
+                self.optimizer.zero_grad(set_to_none=True)
+                entropy.backward()
+                self.optimizer.step()
+        return logits.detach()
+
+    def describe(self) -> dict[str, Any]:
+        return {"lr": self.lr, "steps": self.steps, "optimizer": "Adam(0.9, 0.999)"}
+
+
+def parse_protocol(spec: str) -> tuple[str, dict[str, Any]]:
+    """'bn' -> ('bn', {}); 'bn:prior=16' -> ('bn', {'prior': 16.0})."""
+    name, _, rest = spec.partition(":")
+    PROTOCOLS.get(name)
+    options: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"protocol option '{item}' must be key=value (for example bn:prior=16)")
+        try:
+            options[key] = float(value)
+        except ValueError:
+            raise UserError(f"protocol option '{item}' must have a numeric value") from None
+    return name, options
+
+
+def make_protocol(spec: str, model: nn.Module, forward: Forward) -> Protocol:
+    """Instantiate a protocol from 'name' or 'name:key=value,...'."""
+    name, options = parse_protocol(spec)
+    try:
+        return PROTOCOLS.get(name)(model, forward, **options)
+    except TypeError as exc:
+        raise UserError(f"protocol '{name}': {exc}") from None

@@ -1,0 +1,251 @@
+"""The `metabn-bench` command line: parse options, call one library function, print.
+
+Errors in the user's input (UserError) become one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from metabn_bench import __version__
+from metabn_bench.errors import UserError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="metabn-bench", no_args_is_help=True, add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Robustness of image classifiers to common corruptions, built around Meta BatchNorm.",
+)
+
+def command(name: str | None = None) -> Callable[[F], F]:
+    """app.command that turns a UserError into one line on stderr and exit code 2."""
+
+    def deco(fn: F) -> F:
+        @functools.wraps(fn)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except UserError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2) from None
+
+        app.command(name)(guarded)
+        return fn
+
+    return deco
+
+
+DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda")]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress",
+                                           help="Show progress bars (default: when stderr is a terminal).")]
+
+
+def _csv(text: str | None) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip()) if text else ()
+
+
+def _ints(text: str | None, what: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in _csv(text))
+    except ValueError:
+        raise UserError(f"{what} must be comma-separated integers, got '{text}'") from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"metabn-bench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version.")] = False) -> None:
+    """Robustness of image classifiers to common corruptions, built around Meta BatchNorm."""
+
+
+@command("list")
+def list_cmd(kind: Annotated[str, typer.Argument(
+        help="methods | corruptions | archs | datasets | presets | protocols")]) -> None:
+    """List registered names (one per line, with a description)."""
+    from metabn_bench.listing import listing
+
+    for name, text in listing(kind):
+        typer.echo(f"{name:<22} {text}")
+
+
+@command()
+def corrupt(
+    dataset: Annotated[str, typer.Option(help="Dataset SPEC: synthetic, cifar10, cifar100, "
+                                              "tinyimagenet, npy:DIR, folder:DIR")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory of the corrupted set.")],
+    split: Annotated[str, typer.Option(help="Split to corrupt.")] = "test",
+    corruptions: Annotated[str | None, typer.Option(help="Comma-separated names (default: all common).")] = None,  # noqa: E501
+    severities: Annotated[str, typer.Option(help="Comma-separated severities.")] = "1,2,3,4,5",
+    preset: Annotated[str, typer.Option(help="Parameter table: auto | cifar | tinyimagenet | imagenet")] = "auto",  # noqa: E501
+    extras: Annotated[bool, typer.Option(help="Also the 4 extra corruptions.")] = False,
+    n: Annotated[int, typer.Option(help="Use a class-balanced subset of N images (0 = all).")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of every random corruption.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Images per batch (output does not depend on it).")] = 500,
+    backend: Annotated[str, typer.Option(help="torch | imagecorruptions")] = "torch",
+    data_root: Annotated[str, typer.Option(help="Where cifar10/cifar100/tinyimagenet live.")] = "data",
+    label: Annotated[str, typer.Option(help="Provenance label of the data source.")] = "",
+    device: DeviceOpt = "auto",
+    progress: ProgressOpt = sys.stderr.isatty(),
+) -> None:
+    """Make a corrupted set in the released CIFAR-10-C layout (resumable)."""
+    from metabn_bench.config import CorruptConfig
+    from metabn_bench.corruptions.generate import corrupt_dataset
+    from metabn_bench.data.specs import load_split
+    from metabn_bench.device import resolve_device
+
+    cfg = CorruptConfig(preset=preset, corruptions=_csv(corruptions), extras=extras,
+                        severities=_ints(severities, "--severities"), seed=seed, n_test=n,
+                        batch_size=batch_size, backend=backend)
+    dev = resolve_device(device)
+    clean = load_split(dataset, split, data_root, n, label)
+    cset, how = corrupt_dataset(clean, out_dir, cfg, dev, dataset, progress)
+    typer.echo(f"{how}; {len(cset.corruptions)} corruptions x {len(cset.severities)} severities "
+              f"of {cset.n} images -> {out_dir}")
+
+
+@command("train")
+def train_cmd(
+    method: Annotated[str, typer.Option(help="Method name (metabn-bench list methods).")],
+    dataset: Annotated[str | None, typer.Option(help="Dataset SPEC.")] = None,
+    arch: Annotated[str | None, typer.Option(help="Architecture (metabn-bench list archs).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML file of TrainConfig keys.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="key=value override (repeatable), e.g. optim.lr=0.05")] = None,  # noqa: E501
+    seed: Annotated[int | None, typer.Option(help="Seed.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/<dataset>/<method>/<hash>).")] = None,  # noqa: E501
+    data_root: Annotated[str | None, typer.Option(help="Where cifar10/cifar100/tinyimagenet live.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    progress: ProgressOpt = sys.stderr.isatty(),
+) -> None:
+    """Train one method (resumes an interrupted run in the same directory)."""
+    from metabn_bench.config import build_train_config
+    from metabn_bench.train import train
+
+    base: dict[str, object] = {"method": method}
+    data: dict[str, object] = {}
+    if dataset is not None:
+        data["dataset"] = dataset
+    if data_root is not None:
+        data["data_root"] = data_root
+    if data:
+        base["data"] = data
+    for key, value in (("arch", arch), ("epochs", epochs), ("seed", seed), ("device", device)):
+        if value is not None:
+            base[key] = value
+    cfg = build_train_config(base, str(config) if config else None, set_ or ())
+    info = train(cfg, out_dir, progress=progress)
+    state = "already finished" if info.skipped else (
+        f"resumed after epoch {info.resumed_from}" if info.resumed_from else "trained")
+    typer.echo(f"{state}: {info.run_dir}")
+
+
+@command("evaluate")
+def evaluate_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
+    corrupted: Annotated[Path, typer.Option(help="Corrupted set directory.")],
+    adapt: Annotated[list[str] | None, typer.Option(help="Test-time protocol: none | bn[:prior=N] | tent (repeatable or comma-separated).")] = None,  # noqa: E501
+    batch_size: Annotated[int, typer.Option(help="Test batch size (0 = the protocol's default).")] = 0,
+    extras: Annotated[bool, typer.Option(help="Also the 4 extra corruptions.")] = False,
+    verify: Annotated[bool, typer.Option(help="Check the set's sha256 hashes.")] = True,
+    device: DeviceOpt = "auto",
+    progress: ProgressOpt = sys.stderr.isatty(),
+) -> None:
+    """Evaluate a run on clean + every cell of a corrupted set; rows go to RUN_DIR/eval.jsonl."""
+    from metabn_bench.evaluate import evaluate
+    from metabn_bench.report import build_report, render, summary_table
+
+    protocols = tuple(p for item in (adapt or ["none"]) for p in _csv(item))
+    rows = evaluate(run_dir, corrupted, protocols, batch_size, extras, device, verify, progress)
+    rows = [r for r in rows if r["protocol"] in protocols]
+    report = build_report(rows, {})
+    typer.echo(render(summary_table(report["rows"]), "markdown"))
+
+
+@command()
+def report(
+    paths: Annotated[list[Path], typer.Argument(help="Run directories, results directories or trees of runs.")],  # noqa: E501
+    format_: Annotated[str, typer.Option("--format", help="markdown | latex | csv | json | html")] = "markdown",  # noqa: E501
+    out_path: Annotated[Path | None, typer.Option("--out", help="Write to this file instead of stdout.")] = None,  # noqa: E501
+    baseline: Annotated[str, typer.Option(help="Method the deltas are measured against.")] = "vanilla",
+) -> None:
+    """Tables from evaluation results."""
+    from metabn_bench import fsio
+    from metabn_bench.report import FORMATS, build_report, collect_rows, format_report
+    from metabn_bench.reporting_provenance import provenance_of
+
+    if format_ not in FORMATS:
+        raise UserError(f"unknown format '{format_}'; valid: {', '.join(FORMATS)}")
+    rows = collect_rows(paths)
+    rep = build_report(rows, provenance_of(paths, rows), baseline)
+    text = format_report(rep, format_)
+    if out_path:
+        fsio.write_text(out_path, text)
+        typer.echo(f"wrote {out_path}")
+    else:
+        sys.stdout.write(text)
+
+
+@command()
+def check(
+    baseline: Annotated[Path, typer.Option(help="Committed summary.json.")],
+    current: Annotated[Path, typer.Option(help="New summary.json.")],
+    tolerance: Annotated[float, typer.Option(help="Allowed move in percentage points.")] = 0.5,
+) -> None:
+    """Regression gate: exit 0 pass, 1 regression, 2 unusable input."""
+    from metabn_bench.check import compare, load_summary
+
+    result = compare(load_summary(baseline), load_summary(current), tolerance)
+    for method, protocol in result.missing:
+        typer.echo(f"MISSING  {method} [{protocol}]: row absent from the current summary")
+    for d in result.differences:
+        delta = "n/a" if d.delta is None else f"{d.delta:+.3f}"
+        typer.echo(f"MOVED    {d.method} [{d.protocol}] {d.metric}: {d.baseline} -> {d.current} "
+                  f"({delta} points, tolerance {tolerance})")
+    if not result.passed:
+        raise typer.Exit(1)
+    typer.echo(f"pass: {result.compared} numbers within {tolerance} points")
+
+
+@command()
+def run(
+    preset: Annotated[str, typer.Option(help="Preset name (metabn-bench list presets) or YAML path.")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Results directory (default results/<preset>).")] = None,  # noqa: E501
+    work: Annotated[Path | None, typer.Option(help="Working directory for runs and data (default runs/<preset>).")] = None,  # noqa: E501
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a preset key, e.g. train.epochs=2.")] = None,  # noqa: E501
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    progress: ProgressOpt = sys.stderr.isatty(),
+) -> None:
+    """Run a whole suite: corrupt, train every method and seed, evaluate, report."""
+    from metabn_bench.config import load_preset
+    from metabn_bench.report import render, summary_table
+    from metabn_bench.suite import run_suite
+
+    overrides = list(set_ or [])
+    if device:
+        overrides.append(f"train.device={device}")
+    cfg = load_preset(preset, overrides)
+    result = run_suite(cfg, out_dir, work, progress,
+                       log=lambda m: typer.echo(m, err=True))
+    typer.echo(render(summary_table(result.report["rows"]), "markdown"))
+    typer.echo(f"\nresults: {result.results_dir}/ (report.md, summary.json, cells.csv)")
+
+
+def main() -> None:
+    """Entry point of the `metabn-bench` command."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("interrupted; run the same command again to resume", err=True)
+        sys.exit(130)

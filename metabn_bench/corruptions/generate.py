@@ -1,0 +1,108 @@
+"""`corrupt`: make a corrupted test set in the released layout, resumably.
+
+Work is split into (corruption, severity) cells; each finished cell is saved atomically, so an
+interrupted run resumes at the first unfinished cell. Image i of a cell is corrupted with its
+own random stream (seed, corruption, severity, i), so the bytes do not depend on batch size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from metabn_bench import provenance
+from metabn_bench.config import CorruptConfig, to_dict
+from metabn_bench.corruptions import names as cnames
+from metabn_bench.corruptions import registry, tables
+from metabn_bench.corruptions.rng import ImageRandom
+from metabn_bench.data.arrays import ArraySet
+from metabn_bench.data.loader import batches, to_float
+from metabn_bench.data.store import CorruptedSet, SetWriter, open_set
+from metabn_bench.errors import UserError
+
+BACKENDS = ("torch",)
+
+
+def resolve_names(cfg: CorruptConfig) -> list[str]:
+    """The corruptions to make, in canonical order; unknown or unimplemented names are errors."""
+    if cfg.corruptions:
+        for name in cfg.corruptions:
+            registry.get(name)
+        chosen = list(dict.fromkeys(cfg.corruptions))
+    else:
+        pool = cnames.ALL if cfg.extras else cnames.COMMON
+        chosen = [n for n in pool if n in registry.CORRUPTIONS]
+    return cnames.canonical_order(chosen)
+
+
+def _check_severities(severities: tuple[int, ...]) -> tuple[int, ...]:
+    bad = [s for s in severities if s not in cnames.SEVERITIES]
+    if bad or not severities:
+        raise UserError(f"invalid severities {list(severities)}; valid: 1, 2, 3, 4, 5")
+    return tuple(sorted(set(severities)))
+
+
+def corrupt_images(images: np.ndarray, name: str, severity: int, params: Any, seed: int,
+                   device: torch.device, batch_size: int = 500,
+                   start_index: int = 0) -> np.ndarray:
+    """Corrupt uint8 NHWC images at one severity; returns uint8 NHWC of the same shape."""
+    op = registry.get(name).op
+    out = np.empty_like(images)
+    pos = 0
+    for batch in batches(images, batch_size, device):
+        idx = range(start_index + pos, start_index + pos + batch.shape[0])
+        rng = ImageRandom(seed, name, severity, idx, device)
+        y = registry.to_uint8(op(to_float(batch), params, rng))
+        out[pos:pos + batch.shape[0]] = y.permute(0, 2, 3, 1).cpu().numpy()
+        pos += batch.shape[0]
+    return out
+
+
+def corrupt_dataset(clean: ArraySet, out_dir: str | Path, cfg: CorruptConfig,
+                    device: torch.device, dataset_spec: str = "",
+                    progress: bool = True) -> tuple[CorruptedSet, str]:
+    """Write the corrupted set of `clean` to `out_dir`; return it and how the preset was chosen."""
+    if cfg.backend not in BACKENDS:
+        raise UserError(f"unknown backend '{cfg.backend}'; valid: {', '.join(BACKENDS)}")
+    height, width = clean.image_size
+    if height != width:
+        raise UserError(f"images must be square for the size presets, got {height}x{width}")
+    preset, how = tables.choose_preset(cfg.preset, height)
+    table = tables.table(preset)
+    names = resolve_names(cfg)
+    severities = _check_severities(cfg.severities)
+    identity = {
+        "dataset": {"spec": dataset_spec, "source": clean.source, "split": "test",
+                    "n": len(clean), "image_size": [height, width], "classes": list(clean.classes),
+                    **({"subset": clean.notes["subset"]} if "subset" in clean.notes else {})},
+        "preset": preset, "param_table_sha256": tables.table_hash(preset),
+        "seed": cfg.seed, "severities": list(severities), "backend": cfg.backend,
+        "n": len(clean),
+    }
+    meta = {"layout": "CIFAR-10-C: <corruption>.npy (severities x N, H, W, 3) uint8, "
+                      "severity-major; labels.npy tiled 5 times",
+            "conversion": "uint8 by truncation", "provenance": provenance.environment(device),
+            "config": to_dict(cfg)}
+    writer = SetWriter(out_dir, clean.images, clean.labels, identity, meta)
+    todo = [(c, s) for c in names for s in severities if not writer.has_cell(c, s)]
+    bar = tqdm(total=len(todo) * len(clean), unit="img", desc="corrupt", disable=not progress,
+               dynamic_ncols=True, leave=False)
+    for name in names:
+        if writer.is_done(name):
+            continue
+        for severity in severities:
+            if writer.has_cell(name, severity):
+                continue
+            bar.set_postfix_str(f"{name} s{severity}")
+            params = table[name][severity - 1]
+            out = corrupt_images(clean.images, name, severity, params, cfg.seed, device,
+                                 cfg.batch_size)
+            writer.write_cell(name, severity, out)
+            bar.update(len(clean))
+        writer.finish(name, [table[name][s - 1] for s in severities])
+    bar.close()
+    return open_set(out_dir, verify=False), how

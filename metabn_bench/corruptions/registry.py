@@ -1,0 +1,69 @@
+"""The corruption registry: name -> batched op.
+
+An op takes a float32 batch (B, 3, H, W) in [0, 1] on any device, the severity's parameters
+from the size preset's table, and an ImageRandom; it returns the corrupted batch in the
+reference's 0..255 float scale, before the reference's truncation to uint8 (`to_uint8`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from metabn_bench.corruptions.names import ALL, group_of
+from metabn_bench.corruptions.rng import ImageRandom
+from metabn_bench.errors import UserError
+from metabn_bench.registry import Registry
+
+Op = Callable[[Tensor, Any, ImageRandom], Tensor]
+
+
+@dataclass(frozen=True)
+class Corruption:
+    """A registered corruption: its op and whether it draws random numbers."""
+
+    name: str
+    op: Op
+    random: bool
+
+    @property
+    def group(self) -> str:
+        """noise, blur, weather, digital or extra."""
+        return group_of(self.name)
+
+
+CORRUPTIONS: Registry[Corruption] = Registry("corruption")
+
+
+def corruption(name: str, random: bool) -> Callable[[Op], Op]:
+    """Decorator registering a batched op under one of the 19 reference names."""
+    if name not in ALL:
+        raise ValueError(f"'{name}' is not a reference corruption name")
+
+    def deco(op: Op) -> Op:
+        CORRUPTIONS.add(name, Corruption(name, op, random))
+        return op
+
+    return deco
+
+
+def get(name: str) -> Corruption:
+    """The registered corruption `name`; a UserError naming what is valid otherwise."""
+    if name in ALL and name not in CORRUPTIONS:
+        raise UserError(f"corruption '{name}' is not implemented yet; implemented: "
+                        f"{', '.join(CORRUPTIONS.names())}")
+    return CORRUPTIONS.get(name)
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    """Reference conversion: clip to 0..255 and truncate (np.uint8 of a float array)."""
+    return x.clamp(0, 255).floor_().to(torch.uint8)
+
+
+def clip255(x: Tensor) -> Tensor:
+    """np.clip(x, 0, 1) * 255, the last line of most reference corruptions."""
+    return x.clamp(0, 1) * 255

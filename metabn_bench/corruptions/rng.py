@@ -1,0 +1,47 @@
+"""Per-image random streams for batched corruption ops.
+
+Every image's randomness comes from its own generator seeded by (seed, corruption, severity,
+index), so an image's corrupted bytes do not depend on the batch it is in, the batch size, the
+device count or on resuming. Draws happen on the CPU (small arrays) and move to the device.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from metabn_bench.seeding import derive_seed
+
+
+class ImageRandom:
+    """Random draws for a batch of images, each from its own generator."""
+
+    def __init__(self, seed: int, corruption: str, severity: int, indices: range | list[int],
+                 device: torch.device) -> None:
+        base = derive_seed(seed, corruption, severity)
+        self.generators = [torch.Generator().manual_seed((base + int(i)) % (1 << 63))
+                           for i in indices]
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+    def _stack(self, draws: list[Tensor]) -> Tensor:
+        return torch.stack(draws).to(self.device, non_blocking=True)
+
+    def uniform(self, *shape: int, dtype: torch.dtype = torch.float32) -> Tensor:
+        """(B, *shape) uniform in [0, 1)."""
+        return self._stack([torch.rand(shape, generator=g, dtype=dtype) for g in self.generators])
+
+    def normal(self, *shape: int, dtype: torch.dtype = torch.float32) -> Tensor:
+        """(B, *shape) standard normal."""
+        return self._stack([torch.randn(shape, generator=g, dtype=dtype) for g in self.generators])
+
+    def randint(self, low: int, high: int, *shape: int) -> Tensor:
+        """(B, *shape) integers in [low, high)."""
+        return self._stack([torch.randint(low, high, shape, generator=g) for g in self.generators])
+
+    def poisson(self, rates: Tensor) -> Tensor:
+        """Poisson draws with per-element rates (B, ...), one generator per image."""
+        cpu = rates.detach().to("cpu", torch.float64)
+        return self._stack([torch.poisson(r, generator=g) for r, g in zip(cpu, self.generators)])

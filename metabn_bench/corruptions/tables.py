@@ -1,0 +1,106 @@
+"""Parameter tables of the reference generator, one per image-size preset.
+
+Source: Hendrycks & Dietterich's generator (hendrycks/robustness, ImageNet-C/create_c), whose
+CIFAR-10-C / CIFAR-100-C (32x32) and Tiny-ImageNet-C (64x64) scripts carry their own tables.
+Each entry lists the parameters of severities 1..5; the meaning of each number is documented
+with the corruption's function.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from metabn_bench.errors import UserError
+from metabn_bench.fsio import sha256_text
+
+Table = dict[str, list[Any]]
+
+CIFAR: Table = {
+    "gaussian_noise": [0.04, 0.06, 0.08, 0.09, 0.10],
+    "shot_noise": [500, 250, 100, 75, 50],
+    "impulse_noise": [0.01, 0.02, 0.03, 0.05, 0.07],
+    "defocus_blur": [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)],
+    "glass_blur": [(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)],
+    "motion_blur": [(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)],
+    "zoom_blur": [1.06, 1.11, 1.16, 1.21, 1.26],
+    "snow": [(0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9),
+             (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9), (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85),
+             (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8)],
+    "frost": [(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)],
+    "fog": [(0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)],
+    "brightness": [0.05, 0.1, 0.15, 0.2, 0.3],
+    "contrast": [0.75, 0.5, 0.4, 0.3, 0.15],
+    "elastic_transform": [(0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06),
+                          (0.1, 0.04, 0.05), (0.1, 0.03, 0.03)],  # times the image size
+    "pixelate": [0.95, 0.9, 0.85, 0.75, 0.65],
+    "jpeg_compression": [80, 65, 58, 50, 40],
+    "speckle_noise": [0.06, 0.1, 0.12, 0.16, 0.2],
+    "gaussian_blur": [0.4, 0.6, 0.7, 0.8, 1],
+    "spatter": [(0.62, 0.1, 0.7, 0.7, 0.5, 0), (0.65, 0.1, 0.8, 0.7, 0.5, 0),
+                (0.65, 0.3, 1, 0.69, 0.5, 0), (0.65, 0.1, 0.7, 0.69, 0.6, 1),
+                (0.65, 0.1, 0.5, 0.68, 0.6, 1)],
+    "saturate": [(0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)],
+}
+
+TINYIMAGENET: Table = {
+    "gaussian_noise": [0.04, 0.08, 0.12, 0.15, 0.18],
+    "shot_noise": [250, 100, 50, 30, 15],
+    "impulse_noise": [0.01, 0.02, 0.05, 0.08, 0.14],
+    "defocus_blur": [(0.5, 0.6), (1, 0.1), (1.5, 0.1), (2.5, 0.01), (3, 0.1)],
+    "glass_blur": [(0.1, 1, 1), (0.5, 1, 1), (0.6, 1, 2), (0.7, 2, 1), (0.9, 2, 2)],
+    "motion_blur": [(10, 1), (10, 1.5), (10, 2), (10, 2.5), (12, 3)],
+    "zoom_blur": [1.06, 1.11, 1.16, 1.21, 1.26],
+    "snow": [(0.1, 0.2, 1, 0.6, 8, 3, 0.8), (0.1, 0.2, 1, 0.5, 10, 4, 0.8),
+             (0.15, 0.3, 1.75, 0.55, 10, 4, 0.7), (0.25, 0.3, 2.25, 0.6, 12, 6, 0.65),
+             (0.3, 0.3, 1.25, 0.65, 14, 12, 0.6)],
+    "frost": [(1, 0.3), (0.9, 0.4), (0.8, 0.45), (0.75, 0.5), (0.7, 0.55)],
+    "fog": [(0.4, 3), (0.7, 3), (1, 2.5), (1.5, 2), (2, 1.75)],
+    "brightness": [0.1, 0.2, 0.3, 0.4, 0.5],
+    "contrast": [0.4, 0.3, 0.2, 0.1, 0.05],
+    "elastic_transform": [(0, 0, 0.08), (0.05, 0.3, 0.06), (0.1, 0.08, 0.06),
+                          (0.1, 0.03, 0.03), (0.16, 0.03, 0.02)],  # times the image size
+    "pixelate": [0.9, 0.8, 0.7, 0.6, 0.5],
+    "jpeg_compression": [65, 58, 50, 40, 25],
+    "speckle_noise": [0.15, 0.2, 0.25, 0.3, 0.35],
+    "gaussian_blur": [0.5, 0.75, 1, 1.25, 1.5],
+    "spatter": [(0.62, 0.1, 0.7, 0.7, 0.6, 0), (0.65, 0.1, 0.8, 0.7, 0.6, 0),
+                (0.65, 0.3, 1, 0.69, 0.6, 0), (0.65, 0.1, 0.7, 0.68, 0.6, 1),
+                (0.65, 0.1, 0.5, 0.67, 0.6, 1)],
+    "saturate": [(0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (30, 0.2)],
+}
+
+# Size-specific settings that are not per-severity: the fog plasma map, the frost texture scale.
+EXTRAS: dict[str, dict[str, Any]] = {
+    "cifar": {"fog_map_size": 32, "frost_resize": 0.2},
+    "tinyimagenet": {"fog_map_size": 64, "frost_resize": 0.3},
+}
+
+TABLES: dict[str, Table] = {"cifar": CIFAR, "tinyimagenet": TINYIMAGENET}
+NATIVE_SIZE = {"cifar": 32, "tinyimagenet": 64}
+
+
+def table(preset: str) -> Table:
+    """The parameter table of a size preset."""
+    if preset not in TABLES:
+        raise UserError(f"unknown size preset '{preset}'; valid: auto, {', '.join(TABLES)}")
+    return TABLES[preset]
+
+
+def table_hash(preset: str) -> str:
+    """sha256 of the preset's table (and size settings), recorded in every manifest."""
+    payload = {"table": table(preset), "extras": EXTRAS.get(preset, {})}
+    return sha256_text(json.dumps(payload, sort_keys=True))
+
+
+def choose_preset(preset: str, image_size: int) -> tuple[str, str]:
+    """Resolve 'auto' by image size; return (preset, a sentence saying how it was chosen)."""
+    if preset != "auto":
+        table(preset)
+        return preset, f"size preset '{preset}' (named)"
+    for name, size in NATIVE_SIZE.items():
+        if size == image_size:
+            return name, f"size preset '{name}' (auto: images are {image_size}x{image_size})"
+    raise UserError(
+        f"no parameter table for {image_size}x{image_size} images; name one with --preset "
+        f"({', '.join(TABLES)})")

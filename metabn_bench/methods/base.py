@@ -1,0 +1,119 @@
+"""The Method contract. The base class is vanilla training; a method overrides what it changes.
+
+- `Hparams`: a frozen dataclass of the method's defaults (validated `hparams` config keys).
+- `norm_layer()` / `block_unit()` / `build_model()`: what the architecture is built with.
+- `batch_transform(batch)`: batch-level augmentation on the device (images in [0, 1]).
+- `training_step(model, batch)`: the loss (and logits, for the training error).
+- `prepare_eval(model)` and `reset()`: anything the method does at test time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from metabn_bench.config import TrainConfig, from_dict, to_dict
+from metabn_bench.models import Classifier, build_model
+from metabn_bench.models.norms import NormFactory, UnitFactory, make_norm
+
+
+@dataclass(frozen=True)
+class NoHparams:
+    """A method without options of its own."""
+
+
+@dataclass
+class Batch:
+    """A training batch on the device: images in [0, 1] NCHW after crop and flip, labels.
+
+    Methods may attach what they need in `extra` (mixed targets, extra views, ...).
+    """
+
+    x: Tensor
+    y: Tensor
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StepResult:
+    """What one training step returns: the loss to minimise, optional logits, scalar logs."""
+
+    loss: Tensor
+    logits: Tensor | None = None
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+class Method:
+    """Vanilla empirical risk minimisation with the common recipe: cross-entropy on crop+flip."""
+
+    Hparams: ClassVar[type] = NoHparams
+    description: ClassVar[str] = "cross-entropy with crop + flip (the common recipe)"
+
+    def __init__(self, cfg: TrainConfig, num_classes: int, device: torch.device) -> None:
+        self.cfg = cfg
+        self.num_classes = num_classes
+        self.device = device
+        self.hp = from_dict(self.Hparams, cfg.hparams, "hparams")
+        self.mean = torch.tensor(cfg.data.mean, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(cfg.data.std, device=device).view(1, -1, 1, 1)
+
+    @classmethod
+    def default_hparams(cls) -> dict[str, Any]:
+        """The method's defaults as a plain dict."""
+        return to_dict(cls.Hparams())
+
+    def resolved_hparams(self) -> dict[str, Any]:
+        """Every option with its value in this run (written into config.json)."""
+        return to_dict(self.hp) if dataclasses.is_dataclass(self.hp) else {}
+
+    # -- model ---------------------------------------------------------------------------------
+    def normalize(self, x: Tensor) -> Tensor:
+        """Map [0, 1] images to the network's input scale (mean/std of the config)."""
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def norm_layer(self) -> NormFactory:
+        """The norm layer the architecture is built with (BatchNorm2d here)."""
+        return make_norm("bn")
+
+    def block_unit(self) -> tuple[UnitFactory | None, str]:
+        """An extra per-residual-block module and its position ('pre' or 'post'), or None."""
+        return None, "post"
+
+    def build_model(self) -> Classifier:
+        """The configured architecture with this method's norm layer and unit."""
+        unit, position = self.block_unit()
+        return build_model(self.cfg.arch, self.num_classes, self.norm_layer(), unit, position)
+
+    def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        """Parameter groups for the optimiser (all parameters, weight decay on all, as AugMix)."""
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
+    # -- training ------------------------------------------------------------------------------
+    def batch_transform(self, batch: Batch) -> Batch:
+        """Batch-level augmentation after crop and flip (none for vanilla)."""
+        return batch
+
+    def training_step(self, model: nn.Module, batch: Batch) -> StepResult:
+        """Cross-entropy on the (augmented) batch."""
+        logits = model(self.normalize(batch.x))
+        return StepResult(F.cross_entropy(logits, batch.y), logits)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Method state to checkpoint beyond the model (none for vanilla)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` saved."""
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def prepare_eval(self, model: nn.Module) -> None:
+        """Put the model in its test-time configuration."""
+        model.eval()
+
+    def reset(self) -> None:
+        """Forget any test-time state (called before each evaluation cell)."""

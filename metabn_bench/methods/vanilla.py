@@ -1,0 +1,11 @@
+"""Vanilla training: the Method base class, registered as `vanilla`."""
+
+from __future__ import annotations
+
+from metabn_bench.methods.base import Method
+from metabn_bench.methods.registry import METHODS
+
+
+@METHODS.register("vanilla")
+class Vanilla(Method):
+    """Plain cross-entropy with the common recipe (Hendrycks et al. 2020, AugMix, Sec. 4)."""

@@ -1,0 +1,33 @@
+"""Helpers shared by the tests (imported explicitly; fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from metabn_bench.config import TrainConfig, from_dict
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+
+
+def tiny_train_config(**changes: object) -> TrainConfig:
+    """A config that trains in about a second on the CPU."""
+    base = {"method": "vanilla", "arch": "wrn10_1", "epochs": 1, "device": "cpu",
+            "data": {"dataset": "synthetic", "train_size": 256},
+            "optim": {"batch_size": 64, "lr": 0.05}}
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return from_dict(TrainConfig, base)
+
+
+def shared_lossless() -> tuple[np.ndarray, np.ndarray] | None:
+    """The 1,000 pixel-exact CIFAR-10 test images from ../shared, or None where absent."""
+    path = SHARED / "test1000-lossless.npz"
+    if not path.exists():
+        return None
+    with np.load(path) as data:
+        return data["images"], data["labels"]
