@@ -22,7 +22,8 @@ class DeviceLoader:
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int,
                  device: torch.device, shuffle: bool = True, drop_last: bool = True,
                  seed: int = 0) -> None:
-        self.images = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+        # A private, writable copy: the source may be a read-only memory map.
+        self.images = torch.from_numpy(np.array(images, copy=True)).to(device)
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
         self.batch_size = batch_size
         self.device = device
