@@ -43,6 +43,7 @@ def command(name: str | None = None) -> Callable[[F], F]:
 
 
 DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda")]
+STDERR_IS_TTY = sys.stderr.isatty()  # progress bars by default only on a terminal
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress",
                                            help="Show progress bars (default: when stderr is a terminal).")]
 
@@ -97,7 +98,7 @@ def corrupt(
     data_root: Annotated[str, typer.Option(help="Where cifar10/cifar100/tinyimagenet live.")] = "data",
     label: Annotated[str, typer.Option(help="Provenance label of the data source.")] = "",
     device: DeviceOpt = "auto",
-    progress: ProgressOpt = sys.stderr.isatty(),
+    progress: ProgressOpt = STDERR_IS_TTY,
 ) -> None:
     """Make a corrupted set in the released CIFAR-10-C layout (resumable)."""
     from metabn_bench.config import CorruptConfig
@@ -127,7 +128,7 @@ def train_cmd(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/<dataset>/<method>/<hash>).")] = None,  # noqa: E501
     data_root: Annotated[str | None, typer.Option(help="Where cifar10/cifar100/tinyimagenet live.")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
-    progress: ProgressOpt = sys.stderr.isatty(),
+    progress: ProgressOpt = STDERR_IS_TTY,
 ) -> None:
     """Train one method (resumes an interrupted run in the same directory)."""
     from metabn_bench.config import build_train_config
@@ -160,7 +161,7 @@ def evaluate_cmd(
     extras: Annotated[bool, typer.Option(help="Also the 4 extra corruptions.")] = False,
     verify: Annotated[bool, typer.Option(help="Check the set's sha256 hashes.")] = True,
     device: DeviceOpt = "auto",
-    progress: ProgressOpt = sys.stderr.isatty(),
+    progress: ProgressOpt = STDERR_IS_TTY,
 ) -> None:
     """Evaluate a run on clean + every cell of a corrupted set; rows go to RUN_DIR/eval.jsonl."""
     from metabn_bench.evaluate import evaluate
@@ -225,7 +226,7 @@ def run(
     work: Annotated[Path | None, typer.Option(help="Working directory for runs and data (default runs/<preset>).")] = None,  # noqa: E501
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a preset key, e.g. train.epochs=2.")] = None,  # noqa: E501
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
-    progress: ProgressOpt = sys.stderr.isatty(),
+    progress: ProgressOpt = STDERR_IS_TTY,
 ) -> None:
     """Run a whole suite: corrupt, train every method and seed, evaluate, report."""
     from metabn_bench.config import load_preset
