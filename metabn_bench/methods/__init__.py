@@ -8,7 +8,19 @@ from __future__ import annotations
 import torch
 
 from metabn_bench.config import TrainConfig
-from metabn_bench.methods import vanilla  # noqa: F401  (registration)
+
+# Import order is registration order, the order of every listing and table.
+# isort: off
+from metabn_bench.methods import vanilla  # noqa: F401
+from metabn_bench.methods import cutout  # noqa: F401
+from metabn_bench.methods import mixup  # noqa: F401
+from metabn_bench.methods import cutmix  # noqa: F401
+from metabn_bench.methods import augmix  # noqa: F401
+from metabn_bench.methods import selfnorm  # noqa: F401
+from metabn_bench.methods import crossnorm  # noqa: F401
+from metabn_bench.methods import cnsn  # noqa: F401
+from metabn_bench.methods import splitbn  # noqa: F401
+# isort: on
 from metabn_bench.methods.base import Batch, Method, StepResult
 from metabn_bench.methods.registry import METHODS
 
