@@ -97,3 +97,30 @@ def test_every_preset_lists_every_method(preset: str) -> None:
 def test_bad_hparam_values_are_user_errors(name: str, hparams: dict) -> None:
     with pytest.raises(UserError, match="hparams"):
         make(name, **hparams)
+
+
+@pytest.mark.parametrize("name", ["cutmix", "augmix", "cnsn"])
+def test_random_methods_resume_exactly(name: str, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Methods draw their randomness from the per-epoch seeded RNG, so resuming is exact."""
+    from metabn_bench import train as train_mod
+
+    cfg = tiny_train_config(method=name, epochs=2, data={"train_size": 64},
+                            optim={"batch_size": 32})
+    train_mod.train(cfg, tmp_path / "straight", progress=False)
+    original = train_mod._epoch
+    calls = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_mod.train(cfg, tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(train_mod, "_epoch", original)
+    train_mod.train(cfg, tmp_path / "resumed", progress=False)
+    a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +12,20 @@ import pytest
 import torch
 from torch import nn
 
-from metabn_bench.adapt import bn_layers, make_protocol
+from metabn_bench.adapt import batch_statistics, bn_layers, make_protocol
 from metabn_bench.data.store import open_set
 from metabn_bench.evaluate import _Evaluator, evaluate
 from metabn_bench.models import build_model
 from metabn_bench.train import load_config
+
+
+def test_batch_statistics_match_float64_reference() -> None:
+    x = (torch.randn(64, 5, 8, 8) * 3 + 7).contiguous(memory_format=torch.channels_last)
+    mean, var = batch_statistics(x)
+    ref_var, ref_mean = torch.var_mean(x.double(), dim=(0, 2, 3), unbiased=False)
+    torch.testing.assert_close(mean.double(), ref_mean, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(var.double(), ref_var, rtol=1e-4, atol=1e-4)
+    assert mean.dtype == var.dtype == torch.float32
 
 
 def _model() -> nn.Module:
@@ -61,7 +71,7 @@ def test_bn_prior_mixes_source_and_test_statistics_with_weight_n_over_n_plus_bat
 def test_tent_minimises_entropy_and_restarts_each_cell() -> None:
     model = _model()
     protocol = make_protocol("tent", model, model)
-    x = torch.rand(64, 3, 32, 32)
+    x = torch.rand(32, 3, 16, 16)
 
     def entropy(logits: torch.Tensor) -> float:
         p = logits.softmax(1)
@@ -79,15 +89,16 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_evaluation_leaves_the_trained_model_as_it_was(trained_run: Path,
-                                                        corrupted_set: Path) -> None:
-    before = _sha(trained_run / "model.pt")
-    evaluate(trained_run, corrupted_set, ("bn", "tent"), batch_size=10, progress=False)
-    assert _sha(trained_run / "model.pt") == before
-    rows = [r for r in evaluate(trained_run, corrupted_set, ("bn", "tent"), batch_size=10,
-                                progress=False) if r["test_batch_size"] == 10]
+def test_evaluation_leaves_the_trained_model_as_it_was(trained_run: Path, corrupted_set: Path,
+                                                        tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("eval.jsonl"))
+    before = _sha(run / "model.pt")
+    rows = evaluate(run, corrupted_set, ("bn", "tent"), batch_size=20, progress=False)
+    assert _sha(run / "model.pt") == before
     assert {r["protocol"] for r in rows} == {"bn", "tent"}
-    assert all(r["reset"] == "per cell" and r["protocol_options"] is not None for r in rows)
+    assert all(r["reset"] == "per cell" and r["test_batch_size"] == 20 for r in rows)
+    assert rows[0]["protocol_options"] == {"prior": 0.0}
 
 
 @pytest.mark.parametrize("spec", ["bn", "tent"])
