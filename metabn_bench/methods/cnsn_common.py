@@ -18,6 +18,7 @@ from metabn_bench.models.norms import UNIT_POSITIONS, UnitFactory
 
 
 def check_position(position: str) -> None:
+    """A UserError unless `position` is a valid unit position ('pre' or 'post')."""
     if position not in UNIT_POSITIONS:
         raise UserError(f"hparams.position must be one of {', '.join(UNIT_POSITIONS)}, "
                         f"got '{position}'")
