@@ -13,7 +13,10 @@ import torch
 from torch import nn
 
 from metabn_bench.adapt import batch_statistics, bn_layers, make_protocol
+from metabn_bench.config import CorruptConfig
+from metabn_bench.corruptions.generate import corrupt_dataset
 from metabn_bench.data.store import open_set
+from metabn_bench.data.synthetic import make_split
 from metabn_bench.evaluate import _Evaluator, evaluate
 from metabn_bench.models import build_model
 from metabn_bench.train import load_config
@@ -85,26 +88,37 @@ def test_tent_minimises_entropy_and_restarts_each_cell() -> None:
     torch.testing.assert_close(protocol.predict(x), first)  # model and Adam state restored
 
 
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two corruptions at two severities of 20 synthetic test images (5 cells with clean)."""
+    root = tmp_path_factory.mktemp("small") / "set"
+    cfg = CorruptConfig(preset="cifar", corruptions=("gaussian_noise", "contrast"), severities=(3, 5))
+    corrupt_dataset(make_split("test", 20), root, cfg, torch.device("cpu"), "synthetic",
+                    progress=False)
+    return root
+
+
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_evaluation_leaves_the_trained_model_as_it_was(trained_run: Path, corrupted_set: Path,
+def test_evaluation_leaves_the_trained_model_as_it_was(trained_run: Path, small_set: Path,
                                                         tmp_path: Path) -> None:
     run = tmp_path / "run"
     shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("eval.jsonl"))
     before = _sha(run / "model.pt")
-    rows = evaluate(run, corrupted_set, ("bn", "tent"), batch_size=20, progress=False)
+    rows = evaluate(run, small_set, ("bn", "tent"), batch_size=10, progress=False)
     assert _sha(run / "model.pt") == before
-    assert {r["protocol"] for r in rows} == {"bn", "tent"}
-    assert all(r["reset"] == "per cell" and r["test_batch_size"] == 20 for r in rows)
+    assert len(rows) == 2 * 5 and {r["protocol"] for r in rows} == {"bn", "tent"}
+    assert all(r["reset"] == "per cell" and r["test_batch_size"] == 10 for r in rows)
     assert rows[0]["protocol_options"] == {"prior": 0.0}
+    assert rows[-1]["protocol_options"]["lr"] == 1e-3
 
 
 @pytest.mark.parametrize("spec", ["bn", "tent"])
-def test_a_cell_does_not_depend_on_the_cells_before_it(trained_run: Path, corrupted_set: Path,
+def test_a_cell_does_not_depend_on_the_cells_before_it(trained_run: Path, small_set: Path,
                                                        spec: str) -> None:
-    cset = open_set(corrupted_set)
+    cset = open_set(small_set)
     cfg = load_config(trained_run)
     a = cset.cell(cset.corruptions[0], 5)
     b = cset.cell(cset.corruptions[-1], 3)
