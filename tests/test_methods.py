@@ -36,7 +36,7 @@ def train_steps(method: Method, model: nn.Module, x: torch.Tensor, y: torch.Tens
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         opt.step()
-        losses.append(float(out.loss))
+        losses.append(float(out.loss.detach()))
         assert out.logits is None or out.logits.shape == (x.shape[0], 10)
     return losses
 
