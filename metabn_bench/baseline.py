@@ -82,11 +82,11 @@ def _add_cam(result: SuiteResult, cfg: SuiteConfig, log: Log) -> None:
     if cfg.train.data.dataset != "synthetic":
         log("no CAM picture: the baseline is not of the synthetic set")
         return
-    from metabn_bench.cam import cam_grid
+    from metabn_bench.cam import CamRequest, cam_grid
 
-    with pinned_threads(GATE_THREADS):
+    with pinned_threads(GATE_THREADS):  # 3 images at 80 dpi: a committed file stays small
         path = cam_grid(_first_seed_runs(cfg, result.work_dir), result.work_dir / "corrupted",
-                        result.results_dir / CAM_FILE, device="cpu")
+                        result.results_dir / CAM_FILE, CamRequest(n_images=3, dpi=80), device="cpu")
     report = result.report
     report["images"].append(("Grad-CAM of each method on synthetic test images, clean and "
                              "corrupted", path))

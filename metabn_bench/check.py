@@ -103,7 +103,7 @@ def _number(value: Any) -> float | None:
 
 _CONTEXT = (("versions", "metabn_bench"), ("versions", "torch"), ("versions", "numpy"),
             ("versions", "python"), ("device", "type"), ("device", "name"), ("device", "threads"),
-            ("preset",), ("commit",))
+            ("preset",))
 
 
 def _get(d: dict[str, Any], path: tuple[str, ...]) -> Any:

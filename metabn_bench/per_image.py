@@ -85,8 +85,9 @@ def _save(path: Path, vectors: Mapping[tuple[Any, ...], np.ndarray]) -> None:
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     bits = np.concatenate([v for _, v in items]) if items else np.zeros(0, np.uint8)
     with fsio.atomic_open(path, "wb") as fh:
-        np.savez(fh, keys=np.array([_name(k) for k, _ in items], dtype=str), offsets=offsets,
-                 bits=bits.astype(np.uint8))
+        # Compressed: the bits are dense, but the repetitive key strings shrink tenfold.
+        np.savez_compressed(fh, keys=np.array([_name(k) for k, _ in items], dtype=str),
+                            offsets=offsets, bits=bits.astype(np.uint8))
 
 
 class RunVectors:
