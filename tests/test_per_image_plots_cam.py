@@ -19,7 +19,7 @@ from metabn_bench.errors import UserError
 from metabn_bench.evaluate import EVAL_FILE, evaluate
 from metabn_bench.models import build_model
 from metabn_bench.plots import write_plots
-from metabn_bench.report import build_report, collect
+from metabn_bench.report import build_report, collect, format_report, report_from_paths
 from tests.report_fixtures import make_rows
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -53,6 +53,13 @@ def test_evaluation_stores_vectors_resumably(trained_run: Path, corrupted_set: P
     found = collect([run])
     assert found.vectors == {} and len(found.rows) == len(rows)
     assert build_report(found.rows, {})["rows"][0]["method"] == "vanilla"
+    # A tree with an unfinished run beside it: the report lists it, with the reason.
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.json").write_text('{"method": "mixup", "seed": 2}')
+    (tmp_path / "half" / "env.json").write_text("{}")
+    text = format_report(report_from_paths([tmp_path], plots_dir=tmp_path / "plots"), "markdown",
+                         doc_dir=tmp_path)
+    assert "run not finished (no 'done' marker)" in text and "(plots/clean_vs_corrupted.png)" in text
 
 
 def test_plots_are_pngs_and_repeatable(tmp_path: Path) -> None:
