@@ -31,6 +31,7 @@ def smoke_rerun(tmp_path_factory: pytest.TempPathFactory) -> SuiteResult:
     return run_gate_suite(root / "results", root / "work")
 
 
+@pytest.mark.slow
 def test_smoke_suite_matches_the_committed_baseline(smoke_rerun: SuiteResult) -> None:
     res = CliRunner().invoke(app, ["check", "--baseline", str(BASELINE), "--current",
                                    str(smoke_rerun.results_dir), "--tolerance", str(GATE_TOLERANCE),
@@ -54,6 +55,7 @@ def test_the_committed_baseline_is_complete() -> None:
     assert (BASELINE / "per_image.npz").is_file()
 
 
+@pytest.mark.slow
 def test_update_baseline_reruns_from_scratch_and_replaces_the_results(tmp_path: Path) -> None:
     target = tmp_path / "results"
     (target / "plots").mkdir(parents=True)
