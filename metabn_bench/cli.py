@@ -46,6 +46,7 @@ DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda")]
 STDERR_IS_TTY = sys.stderr.isatty()  # progress bars by default only on a terminal
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress",
                                            help="Show progress bars (default: when stderr is a terminal).")]
+STDERR_IS_TTY = sys.stderr.isatty()  # the progress bars' default, read once at import
 
 
 def _csv(text: str | None) -> tuple[str, ...]:
@@ -180,43 +181,77 @@ def report(
     format_: Annotated[str, typer.Option("--format", help="markdown | latex | csv | json | html")] = "markdown",  # noqa: E501
     out_path: Annotated[Path | None, typer.Option("--out", help="Write to this file instead of stdout.")] = None,  # noqa: E501
     baseline: Annotated[str, typer.Option(help="Method the deltas are measured against.")] = "vanilla",
+    plots: Annotated[Path | None, typer.Option(help="Also write PNG plots into this directory (linked from the report).")] = None,  # noqa: E501
 ) -> None:
-    """Tables from evaluation results."""
+    """Tables (and plots) from evaluation results: every view of the long per-cell table."""
     from metabn_bench import fsio
-    from metabn_bench.report import FORMATS, build_report, collect_rows, format_report
-    from metabn_bench.reporting_provenance import provenance_of
+    from metabn_bench.report import FORMATS, format_report, report_from_paths
 
     if format_ not in FORMATS:
         raise UserError(f"unknown format '{format_}'; valid: {', '.join(FORMATS)}")
-    rows = collect_rows(paths)
-    rep = build_report(rows, provenance_of(paths, rows), baseline)
-    text = format_report(rep, format_)
+    rep = report_from_paths(paths, baseline, plots)
+    text = format_report(rep, format_, doc_dir=out_path.parent if out_path else Path.cwd())
     if out_path:
         fsio.write_text(out_path, text)
         typer.echo(f"wrote {out_path}")
     else:
         sys.stdout.write(text)
+    if plots:
+        typer.echo(f"plots: {plots}/ ({len(rep['images'])} PNG files)", err=True)
 
 
 @command()
 def check(
-    baseline: Annotated[Path, typer.Option(help="Committed summary.json.")],
-    current: Annotated[Path, typer.Option(help="New summary.json.")],
+    baseline: Annotated[Path | None, typer.Option(help="Committed summary.json (or its results directory).")] = None,  # noqa: E501
+    current: Annotated[Path | None, typer.Option(help="New summary.json (or its results directory).")] = None,
     tolerance: Annotated[float, typer.Option(help="Allowed move in percentage points.")] = 0.5,
+    strict: Annotated[bool, typer.Option(help="Also fail on rows the baseline lacks.")] = False,
+    update_baseline: Annotated[Path | None, typer.Option(help="Instead of comparing: re-run --preset from scratch and rewrite this results directory.")] = None,  # noqa: E501
+    preset: Annotated[str, typer.Option(help="Preset that --update-baseline runs.")] = "smoke",
 ) -> None:
-    """Regression gate: exit 0 pass, 1 regression, 2 unusable input."""
+    """Regression gate: exit 0 pass, 1 regression, 2 unusable input (or --update-baseline)."""
     from metabn_bench.check import compare, load_summary
 
-    result = compare(load_summary(baseline), load_summary(current), tolerance)
-    for method, protocol in result.missing:
-        typer.echo(f"MISSING  {method} [{protocol}]: row absent from the current summary")
-    for d in result.differences:
-        delta = "n/a" if d.delta is None else f"{d.delta:+.3f}"
-        typer.echo(f"MOVED    {d.method} [{d.protocol}] {d.metric}: {d.baseline} -> {d.current} "
-                  f"({delta} points, tolerance {tolerance})")
+    if update_baseline is not None:
+        from metabn_bench.baseline import update_baseline as update
+
+        outcome = update(preset, update_baseline, log=lambda m: typer.echo(m, err=True))
+        for line in outcome.lines():
+            typer.echo(line)
+        typer.echo(f"baseline rewritten: {update_baseline}/ (review the diff, then commit it)")
+        return
+    if baseline is None or current is None:
+        raise UserError("check needs --baseline and --current (or --update-baseline DIR)")
+    result = compare(load_summary(baseline), load_summary(current), tolerance, strict)
+    for line in result.lines():
+        typer.echo(line)
     if not result.passed:
         raise typer.Exit(1)
     typer.echo(f"pass: {result.compared} numbers within {tolerance} points")
+
+
+@command("cam")
+def cam_cmd(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Finished run directories (one column each).")],
+    corrupted: Annotated[Path, typer.Option(help="Corrupted set directory.")],
+    out_path: Annotated[Path, typer.Option("--out", help="PNG file to write.")] = Path("cam.png"),
+    corruptions: Annotated[str | None, typer.Option(help="Comma-separated corruptions (default: gaussian_noise,defocus_blur).")] = None,  # noqa: E501
+    severity: Annotated[int, typer.Option(help="Severity of the corrupted rows.")] = 3,
+    images: Annotated[str | None, typer.Option(help="Comma-separated test-image indices (default: one per class).")] = None,  # noqa: E501
+    n: Annotated[int, typer.Option(help="Number of images when --images is not given.")] = 4,
+    kind: Annotated[str, typer.Option(help="gradcam | cam | both")] = "gradcam",
+    target: Annotated[str, typer.Option(help="Class the map explains: label | predicted")] = "label",
+    layer: Annotated[str | None, typer.Option(help="Grad-CAM at this named module (default: the last feature map).")] = None,  # noqa: E501
+    device: DeviceOpt = "auto",
+) -> None:
+    """Class activation maps (Grad-CAM / CAM), clean and corrupted, runs side by side in one PNG."""
+    from metabn_bench.cam import CamRequest, cam_grid
+
+    request = CamRequest(corruptions=_csv(corruptions), severity=severity,
+                         images=_ints(images, "--images"), n_images=n, kind=kind, target=target,
+                         layer=layer)
+    path = cam_grid(run_dirs, corrupted, out_path, request, device)
+    typer.echo(f"wrote {path}")
 
 
 @command()
@@ -240,7 +275,7 @@ def run(
     result = run_suite(cfg, out_dir, work, progress,
                        log=lambda m: typer.echo(m, err=True))
     typer.echo(render(summary_table(result.report["rows"]), "markdown"))
-    typer.echo(f"\nresults: {result.results_dir}/ (report.md, summary.json, cells.csv)")
+    typer.echo(f"\nresults: {result.results_dir}/ (report.md, summary.json, cells.csv, plots/)")
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from metabn_bench.device import resolve_device
 from metabn_bench.errors import UserError
 from metabn_bench.evaluate import evaluate
 from metabn_bench.methods import METHODS
-from metabn_bench.report import build_report, collect_rows, write_results
+from metabn_bench.report import build_report, collect, write_results
 from metabn_bench.train import resolve_config, train
 
 Log = Callable[[str], None]
@@ -82,11 +82,11 @@ def run_suite(cfg: SuiteConfig, results_dir: str | Path | None = None,
             evaluate(run_dir, set_dir, cfg.eval.protocols, cfg.eval.batch_size, cfg.eval.extras,
                      cfg.train.device, verify=False, progress=progress)
             run_dirs.append(run_dir)
-    rows = [r for r in collect_rows(run_dirs)
-            if r["protocol"] in cfg.eval.protocols and r["set_id"] == set_id]
+    found = collect(run_dirs)
+    rows = [r for r in found.rows if r["protocol"] in cfg.eval.protocols and r["set_id"] == set_id]
     prov = {**provenance.environment(device), "data_source": test.source, "preset": cfg.name,
             "seeds": list(cfg.seeds), "arch": cfg.train.arch,
             "corrupted_set": f"{set_dir} ({how})", "config": to_dict(cfg)}
-    report = build_report(rows, prov)
-    write_results(report, results, f"{cfg.name}: {cfg.description or 'results'}")
+    report = build_report(rows, prov, vectors=found.vectors)
+    write_results(report, results, f"{cfg.name}: {cfg.description or 'results'}")  # + plots/
     return SuiteResult(results, work, report)
