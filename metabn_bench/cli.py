@@ -46,7 +46,6 @@ DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda")]
 STDERR_IS_TTY = sys.stderr.isatty()  # progress bars by default only on a terminal
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress",
                                            help="Show progress bars (default: when stderr is a terminal).")]
-STDERR_IS_TTY = sys.stderr.isatty()  # the progress bars' default, read once at import
 
 
 def _csv(text: str | None) -> tuple[str, ...]:
