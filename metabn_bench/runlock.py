@@ -115,7 +115,7 @@ def holder(run_dir: str | Path) -> dict[str, Any] | None:
     path = run_dir / LOCK_FILE
     if not path.exists():
         return None
-    with open(path, "a+") as fh:
+    with open(path) as fh:  # read-only is enough for flock, so status needs no write access
         if _flock(fh):
             return None  # closing the file releases our probe
     try:

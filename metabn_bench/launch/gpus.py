@@ -4,8 +4,8 @@ Workers are `python -m metabn_bench.launch.worker PLAN`, each with its own
 CUDA_VISIBLE_DEVICES, so that every worker sees one GPU as cuda:0. They share the jobs through
 the run locks (a worker takes the next job nobody holds), so no job runs twice and a worker
 that finishes early takes the next job. Their output goes to <work>/logs/worker-<k>.log.
-On a machine without GPUs, `workers=N` runs N CPU workers (each with cores/N threads); that is
-how this launcher is tested.
+On a machine without GPUs, `workers=N` runs N CPU workers (each with cores/N threads unless
+OMP_NUM_THREADS is set); that is how this launcher is tested.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def _worker_env(k: int, slot: str, n_workers: int) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     env["CUDA_VISIBLE_DEVICES"] = slot
     env[WORKER_ENV] = f"worker-{k}"
-    if not slot:  # CPU workers share the cores
+    if not slot and "OMP_NUM_THREADS" not in env:  # CPU workers share the cores
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n_workers))
     return env
 
