@@ -74,10 +74,14 @@ def test_a_killed_suite_resumes_to_the_same_tables(reference: Path, tmp_path: Pa
     work, results = tmp_path / "work", tmp_path / "results"
     args = ["run", "--preset", str(preset), "--work", str(work), "--out", str(results),
             "--no-progress"]
-    total = _progress(reference / "work")  # 1 corruption + 2 runs x (2 epochs + 12 cells)
-    rng = random.Random(7)  # the moments are random but the same in every test run
-    first = rng.randint(1, total // 2)
-    second = rng.randint(first + 1, total - 6)  # before the end: the kill must land
+    # Progress counts 1 corruption + 2 runs x (2 epochs + 12 cells) = 29 steps; the 1st run
+    # spans steps 2-15, the 2nd 16-29. SIGINT lands somewhere in the 1st run, SIGKILL in the
+    # 2nd (not in its last cells, so that it lands before the suite ends). The moments are
+    # random but the same in every test run; this seed stops the 1st run in its evaluation and
+    # the 2nd in its training, after its first checkpoint.
+    assert _progress(reference / "work") == 29
+    rng = random.Random(10)
+    first, second = rng.randint(2, 14), rng.randint(16, 23)
 
     sent, code, err = _kill_when(args, work, first, signal.SIGINT)
     assert sent and code == 130, err
