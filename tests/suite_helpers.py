@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +45,6 @@ def cli_env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     env["OMP_NUM_THREADS"] = "1"
     return env
-
-
-def run_cli(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python -m metabn_bench ARGS` in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "metabn_bench", *args], capture_output=True,
-                          text=True, timeout=timeout, env=cli_env(), cwd=ROOT)
 
 
 class OneThread:
