@@ -35,6 +35,9 @@ def command(name: str | None = None) -> Callable[[F], F]:
             except UserError as exc:
                 typer.echo(f"error: {exc}", err=True)
                 raise typer.Exit(2) from None
+            except KeyboardInterrupt:  # Typer would exit 130 without a word
+                typer.echo("interrupted; run the same command again to resume", err=True)
+                raise typer.Exit(130) from None
 
         app.command(name)(guarded)
         return fn
@@ -128,9 +131,15 @@ def train_cmd(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/<dataset>/<method>/<hash>).")] = None,  # noqa: E501
     data_root: Annotated[str | None, typer.Option(help="Where cifar10/cifar100/tinyimagenet live.")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    sync_bn: Annotated[bool, typer.Option("--sync-bn/--no-sync-bn", help="Under torchrun: BatchNorm statistics over all processes (default) or per process.")] = True,  # noqa: E501
     progress: ProgressOpt = STDERR_IS_TTY,
 ) -> None:
-    """Train one method (resumes an interrupted run in the same directory)."""
+    """Train one method (resumes an interrupted run in the same directory).
+
+    Under `torchrun --nproc_per_node=N -m metabn_bench train ...` the N processes train the run
+    together (data parallel, torch.distributed); rank 0 writes the run directory.
+    """
+    from metabn_bench import distributed
     from metabn_bench.config import build_train_config
     from metabn_bench.train import train
 
@@ -146,10 +155,15 @@ def train_cmd(
         if value is not None:
             base[key] = value
     cfg = build_train_config(base, str(config) if config else None, set_ or ())
-    info = train(cfg, out_dir, progress=progress)
+    main = distributed.init_from_env(cfg.device, sync_bn).rank == 0
+    try:
+        info = train(cfg, out_dir, progress=progress)
+    finally:
+        distributed.shutdown()
     state = "already finished" if info.skipped else (
         f"resumed after epoch {info.resumed_from}" if info.resumed_from else "trained")
-    typer.echo(f"{state}: {info.run_dir}")
+    if main:
+        typer.echo(f"{state}: {info.run_dir}")
 
 
 @command("evaluate")
@@ -260,10 +274,17 @@ def run(
     work: Annotated[Path | None, typer.Option(help="Working directory for runs and data (default runs/<preset>).")] = None,  # noqa: E501
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a preset key, e.g. train.epochs=2.")] = None,  # noqa: E501
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    launcher: Annotated[str, typer.Option(help="local | gpus (one worker per GPU) | slurm (one job per run, submitit)")] = "local",  # noqa: E501
+    launch: Annotated[list[str] | None, typer.Option(help="Launcher option key=value (repeatable): gpus, workers, executor, partition, account, time_min, gpus_per_job, tasks_per_job, cpus_per_task, mem_gb, array_parallelism, slurm_args, wait, sync_bn, poll_s.")] = None,  # noqa: E501
     progress: ProgressOpt = STDERR_IS_TTY,
 ) -> None:
-    """Run a whole suite: corrupt, train every method and seed, evaluate, report."""
+    """Run a whole suite: corrupt, train every method and seed, evaluate, report.
+
+    Exit code 1 when some runs failed (the others finish; run again to retry them).
+    """
     from metabn_bench.config import load_preset
+    from metabn_bench.jobs import SuiteRunError
+    from metabn_bench.launch import parse_launch_options
     from metabn_bench.report import render, summary_table
     from metabn_bench.suite import run_suite
 
@@ -271,10 +292,39 @@ def run(
     if device:
         overrides.append(f"train.device={device}")
     cfg = load_preset(preset, overrides)
-    result = run_suite(cfg, out_dir, work, progress,
-                       log=lambda m: typer.echo(m, err=True))
+    options = parse_launch_options(launch or [])
+    try:
+        result = run_suite(cfg, out_dir, work, progress, log=lambda m: typer.echo(m, err=True),
+                           launcher=launcher, launch=options)
+    except SuiteRunError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if result.report is None:
+        typer.echo(f"jobs submitted; metabn-bench status --preset {preset} shows their progress")
+        return
     typer.echo(render(summary_table(result.report["rows"]), "markdown"))
     typer.echo(f"\nresults: {result.results_dir}/ (report.md, summary.json, cells.csv, plots/)")
+
+
+@command()
+def status(
+    preset: Annotated[str, typer.Option(help="Preset name or YAML path (as given to run).")],
+    work: Annotated[Path | None, typer.Option(help="Working directory (default runs/<preset>).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Results directory (default results/<preset>).")] = None,  # noqa: E501
+    set_: Annotated[list[str] | None, typer.Option("--set", help="The same overrides as given to run.")] = None,  # noqa: E501
+    device: Annotated[str | None, typer.Option(help="As given to run (not part of the runs' identity).")] = None,  # noqa: E501
+) -> None:
+    """What a suite has done: each (method, seed) done, running, failed, interrupted or missing."""
+    from metabn_bench.config import load_preset
+    from metabn_bench.report import render
+    from metabn_bench.status import status_summary, status_table, suite_status
+
+    overrides = list(set_ or [])
+    if device:
+        overrides.append(f"train.device={device}")
+    state = suite_status(load_preset(preset, overrides), work, out_dir)
+    typer.echo("\n".join(status_summary(state)) + "\n")
+    typer.echo(render(status_table(state), "markdown"))
 
 
 def main() -> None:
