@@ -20,7 +20,7 @@ from metabn_bench.corruptions import names as cnames
 from metabn_bench.corruptions import registry, tables
 from metabn_bench.corruptions.rng import ImageRandom
 from metabn_bench.data.arrays import ArraySet
-from metabn_bench.data.loader import batches, to_float
+from metabn_bench.data.loader import batches
 from metabn_bench.data.store import CorruptedSet, SetWriter, open_set
 from metabn_bench.errors import UserError
 
@@ -56,7 +56,7 @@ def corrupt_images(images: np.ndarray, name: str, severity: int, params: Any, se
     for batch in batches(images, batch_size, device):
         idx = range(start_index + pos, start_index + pos + batch.shape[0])
         rng = ImageRandom(seed, name, severity, idx, device)
-        y = registry.to_uint8(op(to_float(batch), params, rng))
+        y = registry.to_uint8(op(registry.as_input(batch), params, rng))
         out[pos:pos + batch.shape[0]] = y.permute(0, 2, 3, 1).cpu().numpy()
         pos += batch.shape[0]
     return out
@@ -72,7 +72,6 @@ def corrupt_dataset(clean: ArraySet, out_dir: str | Path, cfg: CorruptConfig,
     if height != width:
         raise UserError(f"images must be square for the size presets, got {height}x{width}")
     preset, how = tables.choose_preset(cfg.preset, height)
-    table = tables.table(preset)
     names = resolve_names(cfg)
     severities = _check_severities(cfg.severities)
     identity = {
@@ -98,11 +97,11 @@ def corrupt_dataset(clean: ArraySet, out_dir: str | Path, cfg: CorruptConfig,
             if writer.has_cell(name, severity):
                 continue
             bar.set_postfix_str(f"{name} s{severity}")
-            params = table[name][severity - 1]
+            params = tables.params(preset, name, severity)
             out = corrupt_images(clean.images, name, severity, params, cfg.seed, device,
                                  cfg.batch_size)
             writer.write_cell(name, severity, out)
             bar.update(len(clean))
-        writer.finish(name, [table[name][s - 1] for s in severities])
+        writer.finish(name, [tables.params(preset, name, s) for s in severities])
     bar.close()
     return open_set(out_dir, verify=False), how
