@@ -69,9 +69,10 @@ def zoom_blur(x: Tensor, params: tuple[float, float], rng: ImageRandom) -> Tenso
 
 
 def imagemagick_round(v: Tensor) -> Tensor:
-    """ImageMagick Q16 result written as 8-bit: round to 16 bits, then scale to 8 bits."""
+    """ImageMagick (6.9, Q16) result written as an 8-bit PNG: rounded to 16 bits, then the
+    16-bit value scaled down to 8 bits by truncation (measured bit-exact against convert)."""
     q16 = torch.floor(v * 257.0 + 0.5).clamp_(0, 65535)
-    return torch.floor((q16 + 128 - torch.floor((q16 + 128) / 256)) / 256)
+    return torch.floor(q16 / 257.0)
 
 
 @corruption("motion_blur", random=True)
