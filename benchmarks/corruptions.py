@@ -37,23 +37,29 @@ def load_images(n: int) -> tuple[np.ndarray, str]:
     return make_split("test", n).images, "synthetic test set (CIFAR-10 not found)"
 
 
+CPU_SECONDS: dict[str, float] = {"ref": 0.0, "in": 0.0, "cifar": 0.0}
+
+
 def time_torch(images: np.ndarray, name: str, preset: str, device: torch.device,
                batch_size: int) -> float:
-    """Seconds for all five severities of one corruption with the torch engine."""
-    start = time.perf_counter()
+    """Wall seconds for all five severities of one corruption with the torch engine (process
+    CPU seconds are added to CPU_SECONDS)."""
+    start, cpu = time.perf_counter(), time.process_time()
     for severity in range(1, 6):
         corrupt_images(images, name, severity, tables.params(preset, name, severity), 0, device,
                        batch_size)
     if device.type == "cuda":
         torch.cuda.synchronize()
+    CPU_SECONDS["in" if preset == "imagenet" else "cifar"] += (time.process_time() - cpu) / len(images)
     return time.perf_counter() - start
 
 
 def time_reference(images: np.ndarray, name: str) -> float:
-    """Seconds for all five severities of one corruption with the imagecorruptions package."""
-    start = time.perf_counter()
+    """Wall seconds for all five severities of one corruption with the imagecorruptions package."""
+    start, cpu = time.perf_counter(), time.process_time()
     for severity in range(1, 6):
         reference_backend.corrupt_images(images, name, severity, 0)
+    CPU_SECONDS["ref"] += (time.process_time() - cpu) / len(images)
     return time.perf_counter() - start
 
 
@@ -103,8 +109,13 @@ def main() -> None:
           f"{len(ref_images)} images; each corruption at severities 1-5")
     print(tabulate(rows, headers=["corruption", "imagecorruptions img/s", "torch imagenet img/s",
                                   "ratio", "torch cifar img/s"], tablefmt="github"))
+    print(f"process CPU time per image, all {len(names)} corruptions x 5 severities (less "
+          f"sensitive to other load on the machine): imagecorruptions "
+          f"{CPU_SECONDS['ref'] * 1e3:.1f} ms, torch/imagenet {CPU_SECONDS['in'] * 1e3:.1f} ms "
+          f"(ratio {CPU_SECONDS['ref'] / CPU_SECONDS['in']:.1f}x), torch/cifar "
+          f"{CPU_SECONDS['cifar'] * 1e3:.1f} ms (ratio {CPU_SECONDS['ref'] / CPU_SECONDS['cifar']:.1f}x)")
     per_set = 10_000 * 5
-    ref_full = totals["ref"] * per_set * len(names) / len(names)
+    ref_full = totals["ref"] * per_set
     print(f"\nfull {len(names)} x 5 x 10,000 set, extrapolated from these rates: "
           f"imagecorruptions {ref_full / 60:.1f} min, torch (imagenet table) "
           f"{totals['in'] * per_set / 60:.2f} min, torch (cifar table) "

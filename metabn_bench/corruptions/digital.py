@@ -80,8 +80,10 @@ def elastic_transform(x: Tensor, params: tuple[float, float, float], rng: ImageR
     jitter = ((draws[:, :6] * 2 - 1) * affine).to(torch.float32).view(n, 3, 2)
     dst = src.to(x.device).unsqueeze(0) + jitter
     warped = affine_warp(x, affine_from_points(src.to(x.device).expand(n, 3, 2), dst))
-    fields = (draws[:, 6:] * 2 - 1).view(n, 2, h, w)
-    fields = (gaussian_filter(fields, sigma, "symmetric", truncate=3.0) * alpha).to(torch.float32)
+    # The reference blurs in float64, then keeps float32: blurring in float32 moves the field
+    # by ~1e-7 pixel.
+    fields = (draws[:, 6:] * 2 - 1).view(n, 2, h, w).to(torch.float32)
+    fields = gaussian_filter(fields, sigma, "symmetric", truncate=3.0) * alpha
     dx, dy = fields[:, 0].to(torch.float64), fields[:, 1].to(torch.float64)
     rows = torch.arange(h, dtype=torch.float64, device=x.device).view(1, h, 1) + dy
     cols = torch.arange(w, dtype=torch.float64, device=x.device).view(1, 1, w) + dx

@@ -28,6 +28,14 @@ def border_index(n: int, positions: np.ndarray | Tensor, mode: str) -> Tensor:
     i = torch.as_tensor(positions, dtype=torch.int64)
     if mode == "edge" or n == 1:
         return i.clamp(0, n - 1)
+    if i.numel() and bool((i.min() >= -n) & (i.max() < 2 * n)):
+        # One reflection suffices (the common case): no integer division.
+        if mode == "symmetric":
+            i = torch.where(i < 0, -1 - i, i)
+            return torch.where(i >= n, 2 * n - 1 - i, i)
+        if mode == "mirror":
+            i = torch.where(i < 0, -i, i)
+            return torch.where(i >= n, 2 * n - 2 - i, i).clamp_(0, n - 1)
     if mode == "symmetric":
         i = torch.remainder(i, 2 * n)
         return torch.where(i >= n, 2 * n - 1 - i, i)
@@ -40,9 +48,52 @@ def border_index(n: int, positions: np.ndarray | Tensor, mode: str) -> Tensor:
 def pad(x: Tensor, top: int, bottom: int, left: int, right: int, mode: str) -> Tensor:
     """Pad the last two axes by any amount (even beyond the image size) with a border rule."""
     h, w = x.shape[-2:]
+    if max(top, bottom) < h and max(left, right) < w and mode in BORDERS:
+        # Fast path where the border fits in the image: fill a new tensor with slice copies.
+        out = x.new_empty((*x.shape[:-2], h + top + bottom, w + left + right))
+        out[..., top:top + h, left:left + w] = x
+        _fill_border(out, top, bottom, h, -2, mode)
+        _fill_border(out, left, right, w, -1, mode)
+        return out
     rows = border_index(h, np.arange(-top, h + bottom), mode).to(x.device)
     cols = border_index(w, np.arange(-left, w + right), mode).to(x.device)
     return x.index_select(-2, rows).index_select(-1, cols)
+
+
+def _fill_border(out: Tensor, before: int, after: int, n: int, axis: int, mode: str) -> None:
+    """Fill the `before`/`after` border slices of `out` along `axis` from its centre n samples."""
+    def at(start: int, length: int) -> Tensor:
+        return out.narrow(axis, start, length)
+
+    if before:
+        if mode == "edge":
+            at(0, before).copy_(at(before, 1).expand_as(at(0, before)))
+        else:
+            first = before if mode == "symmetric" else before + 1
+            at(0, before).copy_(at(first, before).flip(axis))
+    if after:
+        end = before + n
+        if mode == "edge":
+            at(end, after).copy_(at(end - 1, 1).expand_as(at(end, after)))
+        else:
+            last = end - after if mode == "symmetric" else end - after - 1
+            at(end, after).copy_(at(last, after).flip(axis))
+
+
+def shifted_sum(padded: Tensor, taps: np.ndarray | tuple[float, ...], axis: int, size: int) -> Tensor:
+    """sum_i taps[i] * padded[..., i:i + size] along `axis` (-1 or -2): a 1-D correlation as
+    shifted multiply-adds, much faster than conv2d for float64 on the CPU."""
+    out = None
+    for i, t in enumerate(taps):
+        if t == 0:
+            continue
+        part = padded.narrow(axis, i, size)
+        out = part * float(t) if out is None else out.add_(part, alpha=float(t))
+    if out is None:
+        shape = list(padded.shape)
+        shape[axis] = size
+        return padded.new_zeros(shape)
+    return out
 
 
 @lru_cache(maxsize=256)
@@ -58,8 +109,25 @@ def correlate_separable(x: Tensor, taps_h: tuple[float, ...] | None,
                         taps_w: tuple[float, ...] | None, mode: str) -> Tensor:
     """Separable correlation over (H, W) of a (B, C, H, W) batch, per channel, with a border rule.
 
-    Rows first, then columns (SciPy's axis order); None skips an axis.
+    Rows first, then columns (SciPy's axis order); None skips an axis. float64 input uses
+    shifted multiply-adds (conv2d is slow in float64 on the CPU), other dtypes conv2d.
     """
+    h, w = x.shape[-2:]
+    if x.dtype != torch.float64:
+        return _conv_separable(x, taps_h, taps_w, mode)
+    y = x
+    if taps_h is not None and len(taps_h) > 1:
+        r = len(taps_h) // 2
+        y = shifted_sum(pad(y, r, r, 0, 0, mode), taps_h, -2, h)
+    if taps_w is not None and len(taps_w) > 1:
+        r = len(taps_w) // 2
+        y = shifted_sum(pad(y, 0, 0, r, r, mode), taps_w, -1, w)
+    return y
+
+
+def _conv_separable(x: Tensor, taps_h: tuple[float, ...] | None,
+                    taps_w: tuple[float, ...] | None, mode: str) -> Tensor:
+    """The float32 path of `correlate_separable`: conv2d, fast on every device."""
     b, c, h, w = x.shape
     y = x.reshape(b * c, 1, h, w)
     if taps_h is not None and len(taps_h) > 1:
@@ -83,12 +151,23 @@ def gaussian_filter(x: Tensor, sigma: float, mode: str = "edge", truncate: float
 
 
 def filter2d(x: Tensor, kernel: np.ndarray, mode: str = "mirror") -> Tensor:
-    """Per-channel 2-D correlation with an odd-sized kernel (OpenCV filter2D, default border)."""
-    k = torch.as_tensor(np.ascontiguousarray(kernel), dtype=x.dtype, device=x.device)
-    kh, kw = k.shape
-    b, c, h, w = x.shape
-    y = pad(x.reshape(b * c, 1, h, w), kh // 2, kh // 2, kw // 2, kw // 2, mode)
-    return F.conv2d(y, k.view(1, 1, kh, kw)).reshape(b, c, h, w)
+    """Per-channel 2-D correlation with an odd-sized kernel (OpenCV filter2D, default border):
+    shifted multiply-adds for small kernels, an FFT product for large ones."""
+    kh, kw = kernel.shape
+    h, w = x.shape[-2:]
+    padded = pad(x, kh // 2, kh // 2, kw // 2, kw // 2, mode)
+    if np.count_nonzero(kernel) <= 64:
+        out = None
+        for i, j in zip(*np.nonzero(kernel)):
+            part = padded[..., i:i + h, j:j + w]
+            t = float(kernel[i, j])
+            out = part * t if out is None else out.add_(part, alpha=t)
+        return out
+    # Correlation = convolution with the flipped kernel; keep the 'valid' part.
+    size = (padded.shape[-2] + kh - 1, padded.shape[-1] + kw - 1)
+    k = torch.as_tensor(np.ascontiguousarray(kernel[::-1, ::-1]), dtype=x.dtype, device=x.device)
+    full = torch.fft.irfft2(torch.fft.rfft2(padded, size) * torch.fft.rfft2(k, size), size)
+    return full[..., kh - 1:kh - 1 + h, kw - 1:kw - 1 + w]
 
 
 def cv2_gaussian_kernel(ksize: int, sigma: float) -> np.ndarray:

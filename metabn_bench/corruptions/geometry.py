@@ -143,10 +143,9 @@ def affine_warp(x: Tensor, forward: Tensor) -> Tensor:
     # OpenCV: X = (round(M0*x*1024) + round((M1*y + M2)*1024) + 16) >> 5, likewise Y.
     gx = torch.round(m[:, 0] * xs * 1024) + torch.round((m[:, 1] * ys + m[:, 2]) * 1024) + 16
     gy = torch.round(m[:, 3] * xs * 1024) + torch.round((m[:, 4] * ys + m[:, 5]) * 1024) + 16
-    qx = torch.div(gx.to(torch.int64), 32, rounding_mode="floor")
-    qy = torch.div(gy.to(torch.int64), 32, rounding_mode="floor")
-    ix, fx = torch.div(qx, 32, rounding_mode="floor"), (qx % 32).to(x.dtype) / 32
-    iy, fy = torch.div(qy, 32, rounding_mode="floor"), (qy % 32).to(x.dtype) / 32
+    qx, qy = gx.to(torch.int64) >> 5, gy.to(torch.int64) >> 5  # arithmetic shifts: floor
+    ix, fx = qx >> 5, (qx & 31).to(x.dtype) / 32
+    iy, fy = qy >> 5, (qy & 31).to(x.dtype) / 32
     return _bilinear(x, iy, ix, fy, fx, "mirror")
 
 
@@ -162,11 +161,11 @@ def _bilinear(x: Tensor, iy: Tensor, ix: Tensor, fy: Tensor, fx: Tensor, mode: s
     b, c, h, w = x.shape
     flat = x.reshape(b, c, h * w)
     out_shape = iy.shape[1:]
+    rows = [border_index(h, iy, mode) * w, border_index(h, iy + 1, mode) * w]
+    cols = [border_index(w, ix, mode), border_index(w, ix + 1, mode)]
 
     def tap(dy: int, dx: int) -> Tensor:
-        r = border_index(h, iy + dy, mode)
-        q = border_index(w, ix + dx, mode)
-        idx = (r * w + q).reshape(b, 1, -1).expand(b, c, -1)
+        idx = (rows[dy] + cols[dx]).reshape(b, 1, -1).expand(b, c, -1)
         return flat.gather(2, idx).view(b, c, *out_shape)
 
     wy, wx = fy.unsqueeze(1), fx.unsqueeze(1)
