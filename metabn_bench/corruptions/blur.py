@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from metabn_bench.corruptions.filters import cv2_gaussian_kernel, filter2d, gaussian_filter
-from metabn_bench.corruptions.geometry import clipped_zoom, motion_blur, zoom_factors
+from metabn_bench.corruptions.geometry import (
+    clipped_zoom,
+    clipped_zoom_matrix,
+    motion_blur,
+    zoom_factors,
+)
 from metabn_bench.corruptions.registry import clip255, corruption
 from metabn_bench.corruptions.rng import ImageRandom
 
@@ -54,17 +60,30 @@ def gaussian_blur(x: Tensor, sigma: float, rng: ImageRandom) -> Tensor:
     return clip255(gaussian_filter(x, float(sigma), "edge"))
 
 
+@lru_cache(maxsize=32)
+def _zoom_sum_matrix(h: int, w: int, end: float, step: float) -> np.ndarray:
+    """sum over zoom factors of kron(rows, cols): the whole zoom sum as one (HW, HW) matrix."""
+    factors = zoom_factors(end, step)
+    total = sum(np.kron(clipped_zoom_matrix(h, f), clipped_zoom_matrix(w, f)) for f in factors)
+    return np.ascontiguousarray(np.asarray(total, dtype=np.float32).T)
+
+
 @corruption("zoom_blur", random=False)
 def zoom_blur(x: Tensor, params: tuple[float, float], rng: ImageRandom) -> Tensor:
     """(x + sum of centre zooms by 1, 1+step, ... < end) / (count + 1), clipped."""
     factors = zoom_factors(*params)
     x = x.to(torch.float32)  # the reference zooms float32 images
-    total = x.clone()
-    # Bound the intermediate (B, K, C, H, W) stack to about 64 MB.
-    per_image = len(factors) * x[0].numel() * x.element_size()
-    chunk = max(1, (64 << 20) // per_image)
-    for start in range(0, len(factors), chunk):
-        total += clipped_zoom(x, factors[start:start + chunk]).sum(1)
+    b, c, h, w = x.shape
+    if h * w <= 1024:
+        # Small images: the zoom sum is one matrix product per image plane (8x faster).
+        m = torch.from_numpy(_zoom_sum_matrix(h, w, *params)).to(x.device)
+        total = x + (x.reshape(b * c, h * w) @ m).view(b, c, h, w)
+    else:
+        total = x.clone()
+        # Bound the intermediate (B, K, C, H, W) stack to about 64 MB.
+        chunk = max(1, (64 << 20) // (len(factors) * x[0].numel() * x.element_size()))
+        for start in range(0, len(factors), chunk):
+            total += clipped_zoom(x, factors[start:start + chunk]).sum(1)
     return clip255(total / (len(factors) + 1))
 
 
