@@ -46,7 +46,7 @@ def _jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, "JPEG", quality=quality)
     buf.seek(0)
-    return np.asarray(Image.open(buf).convert("RGB"))
+    return np.asarray(Image.open(buf))
 
 
 @corruption("jpeg_compression", random=False)
@@ -84,6 +84,8 @@ def elastic_transform(x: Tensor, params: tuple[float, float, float], rng: ImageR
     # by ~1e-7 pixel.
     fields = (draws[:, 6:] * 2 - 1).view(n, 2, h, w).to(torch.float32)
     fields = gaussian_filter(fields, sigma, "symmetric", truncate=3.0) * alpha
+    if alpha == 0:  # no displacement: sampling at the pixel centres returns the image exactly
+        return clip255(warped)
     dx, dy = fields[:, 0].to(torch.float64), fields[:, 1].to(torch.float64)
     rows = torch.arange(h, dtype=torch.float64, device=x.device).view(1, h, 1) + dy
     cols = torch.arange(w, dtype=torch.float64, device=x.device).view(1, 1, w) + dx
