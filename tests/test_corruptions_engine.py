@@ -96,3 +96,17 @@ def test_set_bytes_do_not_depend_on_batch_size(tmp_path: Path) -> None:
                            CPU, progress=False)
     for name in names:
         assert a.manifest["files"][name]["sha256"] == b.manifest["files"][name]["sha256"]
+
+
+def test_set_bytes_do_not_depend_on_worker_threads(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from metabn_bench.corruptions import generate
+
+    clean = make_split("test", 10)
+    cfg = CorruptConfig(corruptions=("gaussian_noise", "motion_blur", "fog"), severities=(2, 4))
+    monkeypatch.setattr(generate, "cpu_workers", lambda: 1)
+    one, _ = corrupt_dataset(clean, tmp_path / "one", cfg, CPU, progress=False)
+    monkeypatch.setattr(generate, "cpu_workers", lambda: 3)
+    three, _ = corrupt_dataset(clean, tmp_path / "three", cfg, CPU, progress=False)
+    for name in cfg.corruptions:
+        assert one.manifest["files"][name]["sha256"] == three.manifest["files"][name]["sha256"]

@@ -23,6 +23,10 @@ def rgb_to_hsv(x: Tensor) -> Tensor:
     return torch.stack([h, s, v], 1)
 
 
+# Which of (v, q, p, t) each RGB channel takes in each of the six hue sectors (scikit-image).
+_SECTOR_SOURCES = torch.tensor([[0, 3, 2], [1, 0, 2], [2, 0, 3], [2, 1, 0], [3, 2, 0], [0, 2, 1]])
+
+
 def hsv_to_rgb(hsv: Tensor) -> Tensor:
     """skimage.color.hsv2rgb on (B, 3, H, W)."""
     h, s, v = hsv.unbind(1)
@@ -32,10 +36,8 @@ def hsv_to_rgb(hsv: Tensor) -> Tensor:
     q = v * (1 - f * s)
     t = v * (1 - (1 - f) * s)
     sector = torch.remainder(hi.to(torch.int64), 6)
-    table = torch.stack([torch.stack(c, 1) for c in
-                         ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))], 0)
-    index = sector.unsqueeze(0).unsqueeze(2).expand(1, -1, 3, -1, -1)
-    return table.gather(0, index).squeeze(0)
+    index = _SECTOR_SOURCES.to(hsv.device)[sector].permute(0, 3, 1, 2)
+    return torch.stack([v, q, p, t], 1).gather(1, index)
 
 
 def rgb_to_gray(x: Tensor) -> Tensor:

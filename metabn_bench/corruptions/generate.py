@@ -7,6 +7,10 @@ own random stream (seed, corruption, severity, i), so the bytes do not depend on
 
 from __future__ import annotations
 
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -72,7 +76,8 @@ def corrupt_images(images: np.ndarray, name: str, severity: int, params: Any, se
             first = start_index + pos + start
             rng = ImageRandom(seed, name, severity, range(first, first + part.shape[0]), device)
             y = registry.to_uint8(op(registry.as_input(part), params, rng))
-            out[pos + start:pos + start + part.shape[0]] = y.permute(0, 2, 3, 1).cpu().numpy()
+            y = y.permute(0, 2, 3, 1).contiguous().cpu()
+            out[pos + start:pos + start + part.shape[0]] = y.numpy()
         pos += batch.shape[0]
         if progress is not None:
             progress.update(batch.shape[0])
@@ -123,21 +128,45 @@ def corrupt_dataset(clean: ArraySet, out_dir: str | Path, cfg: CorruptConfig,
     todo = [(c, s) for c in names for s in severities if not writer.has_cell(c, s)]
     bar = tqdm(total=len(todo) * len(clean), unit="img", desc="corrupt", disable=not progress,
                dynamic_ncols=True, leave=False)
-    for name in names:
-        if writer.is_done(name):
-            continue
-        for severity in severities:
-            if writer.has_cell(name, severity):
-                continue
+
+    def make_cell(name: str, severity: int) -> np.ndarray:
+        if cfg.backend == "imagecorruptions":
+            return reference_backend.corrupt_images(clean.images, name, severity, cfg.seed,
+                                                    progress=bar)
+        return corrupt_images(clean.images, name, severity, tables.params(preset, name, severity),
+                              cfg.seed, device, cfg.batch_size, progress=bar)
+
+    remaining = {c: sum(1 for n, _ in todo if n == c) for c in names}
+    for name in names:  # corruptions whose cells were all saved before an interruption
+        if remaining[name] == 0 and not writer.is_done(name):
+            writer.finish(name, [tables.params(preset, name, s) for s in severities])
+    # On the CPU, cells run on one worker thread per core, each with one torch thread (small
+    # ops scale better across cells than inside one); the package backend uses NumPy's global
+    # generator and stays on one thread. Cells are saved in order by this thread.
+    workers = cpu_workers() if device.type == "cpu" and cfg.backend == "torch" else 1
+    with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) \
+            if workers > 1 else nullcontext() as pool:
+        pending: deque[tuple[str, int, Any]] = deque()
+        for i, (name, severity) in enumerate(todo):
             bar.set_postfix_str(f"{name} s{severity}")
-            params = tables.params(preset, name, severity)
-            if cfg.backend == "imagecorruptions":
-                out = reference_backend.corrupt_images(clean.images, name, severity, cfg.seed,
-                                                       progress=bar)
-            else:
-                out = corrupt_images(clean.images, name, severity, params, cfg.seed, device,
-                                     cfg.batch_size, progress=bar)
-            writer.write_cell(name, severity, out)
-        writer.finish(name, [tables.params(preset, name, s) for s in severities])
+            pending.append((name, severity, pool.submit(make_cell, name, severity) if pool
+                            else make_cell(name, severity)))
+            while pending and (len(pending) > workers or i == len(todo) - 1):
+                done_name, done_severity, result = pending.popleft()
+                writer.write_cell(done_name, done_severity,
+                                  result.result() if pool else result)
+                remaining[done_name] -= 1
+                if remaining[done_name] == 0:
+                    writer.finish(done_name,
+                                  [tables.params(preset, done_name, s) for s in severities])
     bar.close()
     return open_set(out_dir, verify=False), how
+
+
+def cpu_workers() -> int:
+    """Worker threads for CPU generation: the cores this process may use (at most 8)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))

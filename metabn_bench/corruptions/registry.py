@@ -72,7 +72,8 @@ def as_input(images: Tensor) -> Tensor:
 
 def to_uint8(x: Tensor) -> Tensor:
     """Reference conversion: clip to 0..255 and truncate (np.uint8 of a float array)."""
-    return x.clamp(0, 255).floor_().to(torch.uint8)
+    # In place (ops return fresh tensors); the cast truncates, values being >= 0 here.
+    return x.clamp_(0, 255).to(torch.uint8)
 
 
 def clip255(x: Tensor) -> Tensor:

@@ -21,11 +21,18 @@ class ImageRandom:
                  device: torch.device) -> None:
         base = derive_seed(seed, corruption, severity)
         self.seeds = [(base + int(i)) % (1 << 63) for i in indices]
-        self.generators = [torch.Generator().manual_seed(s) for s in self.seeds]
+        self._generators: list[torch.Generator] | None = None
         self.device = device
 
+    @property
+    def generators(self) -> list[torch.Generator]:
+        """One seeded generator per image, made on first use (deterministic ops never draw)."""
+        if self._generators is None:
+            self._generators = [torch.Generator().manual_seed(s) for s in self.seeds]
+        return self._generators
+
     def __len__(self) -> int:
-        return len(self.generators)
+        return len(self.seeds)
 
     def _stack(self, draws: list[Tensor]) -> Tensor:
         return torch.stack(draws).to(self.device, non_blocking=True)
