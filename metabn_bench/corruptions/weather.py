@@ -118,7 +118,8 @@ def snow(x: Tensor, params: tuple[float, ...], rng: ImageRandom) -> Tensor:
     mean, std, zoom, threshold, radius, sigma, blend = (float(p) for p in params)
     h, w = x.shape[-2:]
     layer = rng.normal(1, h, w, dtype=torch.float64) * std + mean
-    layer = clipped_zoom(layer, [zoom])[:, 0]
+    if zoom != 1:  # a zoom by 1 is the identity map
+        layer = clipped_zoom(layer, [zoom])[:, 0]
     layer = torch.where(layer < threshold, torch.zeros_like(layer), layer)
     layer = torch.floor(layer.clamp(0, 1) * 255)
     angles = rng.uniform(1).view(-1) * 90 - 135
