@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test lint venv clean
+.PHONY: quickstart test lint venv clean baseline
 
 # The environment is (re)built when missing or when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -24,3 +24,7 @@ test: lint
 
 clean:
 	rm -rf build *.egg-info .pytest_cache .ruff_cache
+
+# Regenerate the committed CI baseline (results/smoke/) from scratch: explicit, never run by tests.
+baseline: $(STAMP)
+	$(VENV)/bin/metabn-bench check --update-baseline results/smoke --preset smoke

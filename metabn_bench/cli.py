@@ -35,6 +35,9 @@ def command(name: str | None = None) -> Callable[[F], F]:
             except UserError as exc:
                 typer.echo(f"error: {exc}", err=True)
                 raise typer.Exit(2) from None
+            except KeyboardInterrupt:  # Typer would exit 130 without a word
+                typer.echo("interrupted; run the same command again to resume", err=True)
+                raise typer.Exit(130) from None
 
         app.command(name)(guarded)
         return fn
@@ -128,9 +131,15 @@ def train_cmd(
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/<dataset>/<method>/<hash>).")] = None,  # noqa: E501
     data_root: Annotated[str | None, typer.Option(help="Where cifar10/cifar100/tinyimagenet live.")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    sync_bn: Annotated[bool, typer.Option("--sync-bn/--no-sync-bn", help="Under torchrun: BatchNorm statistics over all processes (default) or per process.")] = True,  # noqa: E501
     progress: ProgressOpt = STDERR_IS_TTY,
 ) -> None:
-    """Train one method (resumes an interrupted run in the same directory)."""
+    """Train one method (resumes an interrupted run in the same directory).
+
+    Under `torchrun --nproc_per_node=N -m metabn_bench train ...` the N processes train the run
+    together (data parallel, torch.distributed); rank 0 writes the run directory.
+    """
+    from metabn_bench import distributed
     from metabn_bench.config import build_train_config
     from metabn_bench.train import train
 
@@ -146,10 +155,15 @@ def train_cmd(
         if value is not None:
             base[key] = value
     cfg = build_train_config(base, str(config) if config else None, set_ or ())
-    info = train(cfg, out_dir, progress=progress)
+    main = distributed.init_from_env(cfg.device, sync_bn).rank == 0
+    try:
+        info = train(cfg, out_dir, progress=progress)
+    finally:
+        distributed.shutdown()
     state = "already finished" if info.skipped else (
         f"resumed after epoch {info.resumed_from}" if info.resumed_from else "trained")
-    typer.echo(f"{state}: {info.run_dir}")
+    if main:
+        typer.echo(f"{state}: {info.run_dir}")
 
 
 @command("evaluate")
@@ -180,43 +194,77 @@ def report(
     format_: Annotated[str, typer.Option("--format", help="markdown | latex | csv | json | html")] = "markdown",  # noqa: E501
     out_path: Annotated[Path | None, typer.Option("--out", help="Write to this file instead of stdout.")] = None,  # noqa: E501
     baseline: Annotated[str, typer.Option(help="Method the deltas are measured against.")] = "vanilla",
+    plots: Annotated[Path | None, typer.Option(help="Also write PNG plots into this directory (linked from the report).")] = None,  # noqa: E501
 ) -> None:
-    """Tables from evaluation results."""
+    """Tables (and plots) from evaluation results: every view of the long per-cell table."""
     from metabn_bench import fsio
-    from metabn_bench.report import FORMATS, build_report, collect_rows, format_report
-    from metabn_bench.reporting_provenance import provenance_of
+    from metabn_bench.report import FORMATS, format_report, report_from_paths
 
     if format_ not in FORMATS:
         raise UserError(f"unknown format '{format_}'; valid: {', '.join(FORMATS)}")
-    rows = collect_rows(paths)
-    rep = build_report(rows, provenance_of(paths, rows), baseline)
-    text = format_report(rep, format_)
+    rep = report_from_paths(paths, baseline, plots)
+    text = format_report(rep, format_, doc_dir=out_path.parent if out_path else Path.cwd())
     if out_path:
         fsio.write_text(out_path, text)
         typer.echo(f"wrote {out_path}")
     else:
         sys.stdout.write(text)
+    if plots:
+        typer.echo(f"plots: {plots}/ ({len(rep['images'])} PNG files)", err=True)
 
 
 @command()
 def check(
-    baseline: Annotated[Path, typer.Option(help="Committed summary.json.")],
-    current: Annotated[Path, typer.Option(help="New summary.json.")],
+    baseline: Annotated[Path | None, typer.Option(help="Committed summary.json (or its results directory).")] = None,  # noqa: E501
+    current: Annotated[Path | None, typer.Option(help="New summary.json (or its results directory).")] = None,
     tolerance: Annotated[float, typer.Option(help="Allowed move in percentage points.")] = 0.5,
+    strict: Annotated[bool, typer.Option(help="Also fail on rows the baseline lacks.")] = False,
+    update_baseline: Annotated[Path | None, typer.Option(help="Instead of comparing: re-run --preset from scratch and rewrite this results directory.")] = None,  # noqa: E501
+    preset: Annotated[str, typer.Option(help="Preset that --update-baseline runs.")] = "smoke",
 ) -> None:
-    """Regression gate: exit 0 pass, 1 regression, 2 unusable input."""
+    """Regression gate: exit 0 pass, 1 regression, 2 unusable input (or --update-baseline)."""
     from metabn_bench.check import compare, load_summary
 
-    result = compare(load_summary(baseline), load_summary(current), tolerance)
-    for method, protocol in result.missing:
-        typer.echo(f"MISSING  {method} [{protocol}]: row absent from the current summary")
-    for d in result.differences:
-        delta = "n/a" if d.delta is None else f"{d.delta:+.3f}"
-        typer.echo(f"MOVED    {d.method} [{d.protocol}] {d.metric}: {d.baseline} -> {d.current} "
-                  f"({delta} points, tolerance {tolerance})")
+    if update_baseline is not None:
+        from metabn_bench.baseline import update_baseline as update
+
+        outcome = update(preset, update_baseline, log=lambda m: typer.echo(m, err=True))
+        for line in outcome.lines():
+            typer.echo(line)
+        typer.echo(f"baseline rewritten: {update_baseline}/ (review the diff, then commit it)")
+        return
+    if baseline is None or current is None:
+        raise UserError("check needs --baseline and --current (or --update-baseline DIR)")
+    result = compare(load_summary(baseline), load_summary(current), tolerance, strict)
+    for line in result.lines():
+        typer.echo(line)
     if not result.passed:
         raise typer.Exit(1)
     typer.echo(f"pass: {result.compared} numbers within {tolerance} points")
+
+
+@command("cam")
+def cam_cmd(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Finished run directories (one column each).")],
+    corrupted: Annotated[Path, typer.Option(help="Corrupted set directory.")],
+    out_path: Annotated[Path, typer.Option("--out", help="PNG file to write.")] = Path("cam.png"),
+    corruptions: Annotated[str | None, typer.Option(help="Comma-separated corruptions (default: gaussian_noise,defocus_blur).")] = None,  # noqa: E501
+    severity: Annotated[int, typer.Option(help="Severity of the corrupted rows.")] = 3,
+    images: Annotated[str | None, typer.Option(help="Comma-separated test-image indices (default: one per class).")] = None,  # noqa: E501
+    n: Annotated[int, typer.Option(help="Number of images when --images is not given.")] = 4,
+    kind: Annotated[str, typer.Option(help="gradcam | cam | both")] = "gradcam",
+    target: Annotated[str, typer.Option(help="Class the map explains: label | predicted")] = "label",
+    layer: Annotated[str | None, typer.Option(help="Grad-CAM at this named module (default: the last feature map).")] = None,  # noqa: E501
+    device: DeviceOpt = "auto",
+) -> None:
+    """Class activation maps (Grad-CAM / CAM), clean and corrupted, runs side by side in one PNG."""
+    from metabn_bench.cam import CamRequest, cam_grid
+
+    request = CamRequest(corruptions=_csv(corruptions), severity=severity,
+                         images=_ints(images, "--images"), n_images=n, kind=kind, target=target,
+                         layer=layer)
+    path = cam_grid(run_dirs, corrupted, out_path, request, device)
+    typer.echo(f"wrote {path}")
 
 
 @command()
@@ -226,10 +274,17 @@ def run(
     work: Annotated[Path | None, typer.Option(help="Working directory for runs and data (default runs/<preset>).")] = None,  # noqa: E501
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a preset key, e.g. train.epochs=2.")] = None,  # noqa: E501
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    launcher: Annotated[str, typer.Option(help="local | gpus (one worker per GPU) | slurm (one job per run, submitit)")] = "local",  # noqa: E501
+    launch: Annotated[list[str] | None, typer.Option(help="Launcher option key=value (repeatable): gpus, workers, executor, partition, account, time_min, gpus_per_job, tasks_per_job, cpus_per_task, mem_gb, array_parallelism, slurm_args, wait, sync_bn, poll_s.")] = None,  # noqa: E501
     progress: ProgressOpt = STDERR_IS_TTY,
 ) -> None:
-    """Run a whole suite: corrupt, train every method and seed, evaluate, report."""
+    """Run a whole suite: corrupt, train every method and seed, evaluate, report.
+
+    Exit code 1 when some runs failed (the others finish; run again to retry them).
+    """
     from metabn_bench.config import load_preset
+    from metabn_bench.jobs import SuiteRunError
+    from metabn_bench.launch import parse_launch_options
     from metabn_bench.report import render, summary_table
     from metabn_bench.suite import run_suite
 
@@ -237,10 +292,39 @@ def run(
     if device:
         overrides.append(f"train.device={device}")
     cfg = load_preset(preset, overrides)
-    result = run_suite(cfg, out_dir, work, progress,
-                       log=lambda m: typer.echo(m, err=True))
+    options = parse_launch_options(launch or [])
+    try:
+        result = run_suite(cfg, out_dir, work, progress, log=lambda m: typer.echo(m, err=True),
+                           launcher=launcher, launch=options)
+    except SuiteRunError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if result.report is None:
+        typer.echo(f"jobs submitted; metabn-bench status --preset {preset} shows their progress")
+        return
     typer.echo(render(summary_table(result.report["rows"]), "markdown"))
-    typer.echo(f"\nresults: {result.results_dir}/ (report.md, summary.json, cells.csv)")
+    typer.echo(f"\nresults: {result.results_dir}/ (report.md, summary.json, cells.csv, plots/)")
+
+
+@command()
+def status(
+    preset: Annotated[str, typer.Option(help="Preset name or YAML path (as given to run).")],
+    work: Annotated[Path | None, typer.Option(help="Working directory (default runs/<preset>).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Results directory (default results/<preset>).")] = None,  # noqa: E501
+    set_: Annotated[list[str] | None, typer.Option("--set", help="The same overrides as given to run.")] = None,  # noqa: E501
+    device: Annotated[str | None, typer.Option(help="As given to run (not part of the runs' identity).")] = None,  # noqa: E501
+) -> None:
+    """What a suite has done: each (method, seed) done, running, failed, interrupted or missing."""
+    from metabn_bench.config import load_preset
+    from metabn_bench.report import render
+    from metabn_bench.status import status_summary, status_table, suite_status
+
+    overrides = list(set_ or [])
+    if device:
+        overrides.append(f"train.device={device}")
+    state = suite_status(load_preset(preset, overrides), work, out_dir)
+    typer.echo("\n".join(status_summary(state)) + "\n")
+    typer.echo(render(status_table(state), "markdown"))
 
 
 def main() -> None:

@@ -4,6 +4,8 @@ One row per (protocol, cell) in RUN_DIR/eval.jsonl, rewritten atomically after e
 an interrupted evaluation resumes at the next cell. Rows carry everything needed to aggregate
 them later without the run directory: run id, method, arch, dataset and data source, seed,
 corrupted-set id and size preset, protocol and its options, test batch size and the reset.
+Which images of a cell were classified correctly goes, bit-packed, to RUN_DIR/per_image.npz
+(see per_image.py) just before the row that announces it (`"per_image": true`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metabn_bench import fsio
+from metabn_bench import fsio, per_image
 from metabn_bench.adapt import PROTOCOLS, make_protocol, parse_protocol
 from metabn_bench.corruptions import names as cnames
 from metabn_bench.data.loader import batches, to_float
@@ -31,7 +33,8 @@ from metabn_bench.train import DONE, MODEL, load_config
 EVAL_FILE = "eval.jsonl"
 
 
-def _clean_images(run_cfg: Any, cset: CorruptedSet) -> np.ndarray:
+def clean_images(run_cfg: Any, cset: CorruptedSet) -> np.ndarray:
+    """The set's clean images (for a released set without them: the run's first N test images)."""
     clean = cset.clean()
     if clean is not None:
         return clean
@@ -63,12 +66,13 @@ def evaluate(run_dir: str | Path, corrupted: str | Path, protocols: tuple[str, .
     cfg = load_config(run_dir)
     dev = resolve_device(device)
     cset = open_set(corrupted, verify=verify)
-    clean = _clean_images(cfg, cset)
+    clean = clean_images(cfg, cset)
     num_classes = _num_classes(run_dir)
     if cset.labels.max() >= num_classes:
         raise UserError(f"the corrupted set has labels up to {int(cset.labels.max())} but the "
                         f"model has {num_classes} classes")
     rows = fsio.read_jsonl(run_dir / EVAL_FILE)
+    vectors = per_image.RunVectors(run_dir)
     done = {_key(r) for r in rows}
     cells = cells_of(cset, extras)
     for spec in protocols:
@@ -82,9 +86,12 @@ def evaluate(run_dir: str | Path, corrupted: str | Path, protocols: tuple[str, .
         for corruption, severity in bar:
             images = clean if corruption == "clean" else cset.cell(corruption, severity)
             t0 = time.perf_counter()
-            errors = evaluator.errors(images, cset.labels, bs)
+            correct = evaluator.correct(images, cset.labels, bs)
+            seconds = time.perf_counter() - t0
+            # The vector is on disk before the row that announces it (both writes are atomic).
+            vectors.put(_key_of(cset.set_id, spec, bs, corruption, severity), correct)
             rows.append(_row(cfg, run_dir, cset, spec, evaluator, bs, corruption, severity,
-                             errors, time.perf_counter() - t0))
+                             int((~correct).sum()), seconds))
             fsio.write_jsonl(run_dir / EVAL_FILE, rows)
     return [r for r in rows if r["set_id"] == cset.set_id]
 
@@ -123,19 +130,18 @@ class _Evaluator:
         with autocast(self.device, self.cfg.amp):
             return self.model(self.method.normalize(x))
 
-    def errors(self, images: np.ndarray, labels: np.ndarray, batch_size: int) -> int:
-        """Number of misclassified images of one cell (state reset first)."""
+    def correct(self, images: np.ndarray, labels: np.ndarray, batch_size: int) -> np.ndarray:
+        """Which images of one cell are classified correctly (state reset first), as bools."""
         self.method.reset()
         self.protocol.reset()
-        wrong = 0
         y_all = torch.from_numpy(np.array(labels, dtype=np.int64)).to(self.device)
+        hits = []
         pos = 0
         for batch in batches(images, batch_size, self.device):
             logits = self.protocol.predict(to_float(batch, self.fmt))
-            y = y_all[pos:pos + batch.shape[0]]
-            wrong += int((logits.argmax(1) != y).sum())
+            hits.append(logits.argmax(1) == y_all[pos:pos + batch.shape[0]])
             pos += batch.shape[0]
-        return wrong
+        return torch.cat(hits).cpu().numpy()  # one transfer per cell, not per batch
 
 
 def _row(cfg: Any, run_dir: Path, cset: CorruptedSet, spec: str, ev: _Evaluator, bs: int,
@@ -150,4 +156,5 @@ def _row(cfg: Any, run_dir: Path, cset: CorruptedSet, spec: str, ev: _Evaluator,
         "n": cset.n, "errors": errors, "error": 100.0 * errors / cset.n,
         "protocol": spec, "protocol_options": ev.protocol.describe(),
         "test_batch_size": bs, "reset": "per cell", "seconds": round(seconds, 3),
+        "per_image": True,
     }

@@ -1,45 +1,74 @@
-"""Tables from the long per-cell table: summary (with mCE), method x corruption, provenance.
+"""Reports from the long per-cell table: collection, the summary document, every view, output.
 
-Everything here returns strings or data; the CLI prints and writes them.
+`build_report` turns per-cell rows (plus optional per-image vectors) into summary rows,
+paired comparisons, missing-cell records and matching published numbers; `format_report`
+renders it; `write_results` writes a results directory. Everything here returns strings or
+data; the CLI prints and writes them.
 """
 
 from __future__ import annotations
 
-import math
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tabulate import tabulate
 
-from metabn_bench import fsio
-from metabn_bench.corruptions import names as cnames
+from metabn_bench import fsio, per_image, stats
+from metabn_bench.document import Section, render_document, render_table
 from metabn_bench.errors import UserError
 from metabn_bench.evaluate import EVAL_FILE
-from metabn_bench.metrics import cells_frame, corruption_table, summary_rows
+from metabn_bench.metrics import cells_frame, normalization_reference, summary_rows
+from metabn_bench.missing import missing_cells, run_status
+from metabn_bench.published import METRICS, published_rows
+from metabn_bench.report_sections import report_sections
+from metabn_bench.views import fmt
 
 FORMATS = ("markdown", "latex", "csv", "json", "html")
 SCHEMA = "metabn-bench summary v1"
-_TABLEFMT = {"markdown": "github", "latex": "latex_booktabs", "html": "html"}
+RESULT_FILES = ("cells.csv", "summary.json", "report.md", per_image.RESULTS_FILE)
+
+__all__ = ["FORMATS", "SCHEMA", "Collected", "build_report", "collect", "collect_rows", "fmt",
+           "format_report", "render", "report_from_paths", "summary_table", "write_results"]
 
 
-def collect_rows(paths: list[str | Path]) -> list[dict[str, Any]]:
-    """Per-cell rows from run directories, results directories (cells.csv) or trees of runs."""
-    rows: list[dict[str, Any]] = []
+@dataclass
+class Collected:
+    """Rows, per-image vectors and runs without rows, gathered from the given paths."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    vectors: per_image.PerImage = field(default_factory=dict)
+    unfinished: list[dict[str, Any]] = field(default_factory=list)
+
+
+def collect(paths: list[str | Path]) -> Collected:
+    """Everything under run directories, results directories (cells.csv) or trees of runs."""
+    out = Collected()
     for path in map(Path, paths):
         if not path.exists():
             raise UserError(f"'{path}' does not exist (expected a run or results directory)")
         if (path.is_file() and path.suffix == ".csv") or (path / "cells.csv").is_file():
             csv = path if path.is_file() else path / "cells.csv"
-            rows += _rows_from_csv(csv)
+            rows = _rows_from_csv(csv)
+            out.rows += rows
+            out.vectors.update(per_image.load_results(csv.parent, rows))
             continue
         found = [path / EVAL_FILE] if (path / EVAL_FILE).is_file() else sorted(path.rglob(EVAL_FILE))
-        if not found:
+        out.unfinished += run_status([path])
+        if not found and not out.unfinished:
             raise UserError(f"'{path}' holds no evaluation results ({EVAL_FILE} or cells.csv); "
                             "run metabn-bench evaluate first")
         for file in found:
-            rows += fsio.read_jsonl(file)
-    return rows
+            rows = fsio.read_jsonl(file)
+            out.rows += rows
+            out.vectors.update(per_image.load_run(file.parent, rows))
+    return out
+
+
+def collect_rows(paths: list[str | Path]) -> list[dict[str, Any]]:
+    """Per-cell rows from run directories, results directories (cells.csv) or trees of runs."""
+    return collect(paths).rows
 
 
 def _rows_from_csv(path: Path) -> list[dict[str, Any]]:
@@ -54,18 +83,8 @@ def _rows_from_csv(path: Path) -> list[dict[str, Any]]:
     return df.to_dict("records")
 
 
-def fmt(value: Any, std: Any = None, digits: int = 2) -> str:
-    """'12.34' or '12.34 ± 0.56'; '—' for a missing number."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    text = f"{value:.{digits}f}"
-    if std is not None and not (isinstance(std, float) and math.isnan(std)):
-        text += f" ± {std:.{digits}f}"
-    return text
-
-
 def summary_table(rows: list[dict[str, Any]], baseline: str = "vanilla") -> pd.DataFrame:
-    """The headline table: one line per (method, protocol)."""
+    """The headline table printed by `run` and `evaluate`: one line per (method, protocol)."""
     lines = []
     for r in rows:
         delta = r.get(f"delta_mce_vs_{baseline}")
@@ -81,89 +100,146 @@ def summary_table(rows: list[dict[str, Any]], baseline: str = "vanilla") -> pd.D
 
 def render(df: pd.DataFrame, fmt_name: str) -> str:
     """A DataFrame as markdown, LaTeX (booktabs), HTML or CSV text."""
-    if fmt_name == "csv":
-        return df.to_csv(index=False)
-    return tabulate(df, headers="keys", tablefmt=_TABLEFMT[fmt_name], showindex=False,
-                    disable_numparse=True)
+    return render_table(df, fmt_name)
 
 
-def summary_document(rows: list[dict[str, Any]], provenance: dict[str, Any]) -> dict[str, Any]:
-    """The public summary.json object: schema, provenance, definitions and rows."""
+def definitions(baseline: str, reference: dict[str, Any] | None) -> dict[str, str]:
+    """What every number of summary.json and the report means."""
+    ref = (f"{reference['method']} under protocol {reference['protocol']}, mean over its seeds"
+           if reference else f"{baseline} under protocol none (absent here, so not computed)")
+    b = baseline
     return {
-        "schema": SCHEMA,
-        "definitions": {
-            "clean_error": "top-1 error (%) on the clean test images",
-            "mce": "CIFAR mCE: unnormalised mean error (%) over the listed common corruptions "
-                   "x severities (extras never included)",
-            "severity5": "mean error (%) over the listed corruptions at severity 5",
-            "std": "sample standard deviation over seeds (0 for one seed)",
-        },
-        "provenance": provenance,
-        "rows": rows,
+        "clean_error": "top-1 error (%) on the clean test images",
+        "mce": "CIFAR mCE: unnormalised mean error (%) over the listed common corruptions "
+               "x severities (extras never included)",
+        "severity5": "mean error (%) over the listed corruptions at severity 5",
+        "mce_normalized": "ImageNet-C-style mCE: per corruption, the error summed over severities "
+                          f"divided by the reference's ({ref}), averaged over corruptions, x 100",
+        "relative_mce": "as mce_normalized with (error - clean error) in numerator and denominator",
+        "std": "sample standard deviation over seeds (0 for one seed)",
+        f"delta_mce_vs_{b}": f"mce minus the mce of {b} under the same protocol (points)",
+        f"delta_clean_error_vs_{b}": f"clean_error minus that of {b} under the same protocol",
+        f"delta_mce_vs_{b}_ci95": "95% paired-bootstrap interval of the delta over test images "
+                                  "(see 'statistics'; null without per-image results)",
+        f"win_tie_loss_vs_{b}": "common corruptions whose paired delta interval lies below 0 "
+                                "(win), above 0 (loss) or contains 0 (tie)",
+        "reported": "published numbers (resources/published.yaml) shown only where data set, "
+                    "architecture, protocol and test set match; never mixed with measured ones",
     }
 
 
+def summary_document(rows: list[dict[str, Any]], provenance: dict[str, Any],
+                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The public summary.json object: schema, definitions, provenance, rows, then additions."""
+    extra = dict(extra or {})
+    baseline = extra.get("baseline", {}).get("method", "vanilla")
+    reference = extra.get("baseline", {}).get("normalization_reference")
+    return {"schema": SCHEMA, "definitions": definitions(baseline, reference),
+            "provenance": provenance, "rows": rows, **extra}
+
+
+def _attach(rows: list[dict[str, Any]], comparisons: list[stats.Comparison], baseline: str) -> None:
+    by_key = {(c.method, c.protocol): c for c in comparisons}
+    for r in rows:
+        comp = by_key.get((r["method"], r["protocol"]))
+        ok = comp is not None and comp.reason is None
+        r[f"delta_clean_error_vs_{baseline}_ci95"] = comp.clean.as_list() if ok and comp.clean else None
+        r[f"delta_mce_vs_{baseline}_ci95"] = comp.mce.as_list() if ok and comp.mce else None
+        r[f"win_tie_loss_vs_{baseline}"] = comp.win_tie_loss() if ok and comp.corruptions else None
+        r[f"paired_seeds_vs_{baseline}"] = comp.seeds if ok and comp.seeds_paired else None
+        if comp is not None and comp.reason:
+            r[f"comparison_note_vs_{baseline}"] = comp.reason
+
+
 def build_report(cell_rows: list[dict[str, Any]], provenance: dict[str, Any],
-                 baseline: str = "vanilla") -> dict[str, Any]:
-    """Everything a report needs: the long frame, summary rows and the summary document."""
+                 baseline: str = "vanilla", vectors: per_image.PerImage | None = None,
+                 unfinished: list[dict[str, Any]] | None = None,
+                 resamples: int = stats.RESAMPLES) -> dict[str, Any]:
+    """Everything a report needs: the long frame, summary rows, comparisons, the summary document."""
     df = cells_frame(cell_rows)
     if df.empty:
-        raise UserError("no evaluation rows to report")
+        raise UserError("no evaluation rows to report" + (
+            f" ({len(unfinished)} run(s) unfinished or not evaluated)" if unfinished else ""))
+    if "per_image" not in df:
+        df["per_image"] = False
+    if vectors and set(per_image.KEY_FIELDS) <= set(df.columns):
+        keys = {per_image.row_key(r) for r in df[list(per_image.KEY_FIELDS)].to_dict("records")}
+        vectors = {k: v for k, v in vectors.items() if k in keys}  # only the rows reported
+    else:
+        vectors = {}
     rows = summary_rows(df, baseline)
-    return {"frame": df, "rows": rows, "summary": summary_document(rows, provenance)}
+    reference = normalization_reference(df, baseline)
+    comparisons = stats.paired_comparisons(df, vectors, baseline, resamples)
+    _attach(rows, comparisons, baseline)
+    missing = missing_cells(df)
+    published = published_rows(df, rows)
+    extra = {
+        "baseline": {"method": baseline,
+                     "normalization_reference": reference.describe() if reference else None},
+        "statistics": stats.describe(resamples),
+        "missing": {"runs": list(unfinished or []), "cells": missing},
+        "reported": [{k: p[k] for k in ("method", "protocol", "metric", "reported", "reported_as",
+                                        "citation", "notes")} | {"definition": METRICS[p["metric"]]}
+                     for p in published],
+    }
+    return {"frame": df, "rows": rows, "summary": summary_document(rows, provenance, extra),
+            "comparisons": comparisons, "missing": missing, "unfinished": list(unfinished or []),
+            "published": published, "baseline": baseline, "vectors": vectors, "images": []}
 
 
-def markdown_report(report: dict[str, Any], title: str, baseline: str = "vanilla") -> str:
-    """report.md: provenance, the summary table, method x corruption, definitions."""
-    prov = report["summary"]["provenance"]
-    rows = report["rows"]
-    n_corr = len(rows[0]["corruptions"]) if rows else 0
-    parts = [f"# {title}", ""]
-    parts += [f"- **Data**: {prov.get('data_source', 'unknown')}",
-              f"- **Preset**: {prov.get('preset', '—')}; seeds {prov.get('seeds', '—')}; "
-              f"architecture {prov.get('arch', '—')}",
-              f"- **Corrupted set**: {prov.get('corrupted_set', '—')}",
-              f"- **Versions**: {_versions(prov)}; commit {prov.get('commit', 'unknown')}; "
-              f"device {prov.get('device', {}).get('name', '?')}",
-              ""]
-    if 0 < n_corr < len(cnames.COMMON):
-        parts += [f"> mCE here averages {n_corr} of the {len(cnames.COMMON)} common corruptions "
-                  f"({', '.join(rows[0]['corruptions'])}); it is not comparable with a full "
-                  "15-corruption mCE.", ""]
-    parts += ["## Summary", "", render(summary_table(rows, baseline), "markdown"), ""]
-    table = corruption_table(report["frame"], "none")
-    if not table.empty:
-        shown = table.map(lambda v: fmt(v, digits=1)).reset_index()
-        parts += ["## Error per corruption (%, mean over severities and seeds, protocol none)",
-                  "", render(shown, "markdown"), ""]
-    parts += ["## Definitions", ""]
-    parts += [f"- `{k}`: {v}" for k, v in report["summary"]["definitions"].items()]
-    return "\n".join(parts) + "\n"
+def report_from_paths(paths: list[str | Path], baseline: str = "vanilla",
+                      plots_dir: str | Path | None = None) -> dict[str, Any]:
+    """`metabn-bench report`: collect, build, and (optionally) write the plots into `plots_dir`."""
+    from metabn_bench.reporting_provenance import provenance_of
+
+    found = collect(paths)
+    report = build_report(found.rows, provenance_of([Path(p) for p in paths], found.rows), baseline,
+                          found.vectors, found.unfinished)
+    if plots_dir is not None:
+        from metabn_bench.plots import write_plots
+
+        report["images"] = write_plots(report, plots_dir)
+    return report
 
 
-def _versions(prov: dict[str, Any]) -> str:
-    v = prov.get("versions", {})
-    return ", ".join(f"{k} {v[k]}" for k in ("metabn_bench", "torch", "torchvision") if k in v)
-
-
-def write_results(report: dict[str, Any], out_dir: str | Path, title: str) -> Path:
-    """Write cells.csv, summary.json and report.md (each atomically) into `out_dir`."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    fsio.write_text(out / "cells.csv", report["frame"].to_csv(index=False))
-    fsio.write_json(out / "summary.json", report["summary"])
-    fsio.write_text(out / "report.md", markdown_report(report, title))
-    return out
-
-
-def format_report(report: dict[str, Any], fmt_name: str, title: str = "metabn-bench report") -> str:
-    """The report in one of FORMATS, as text."""
+def format_report(report: dict[str, Any], fmt_name: str, title: str = "metabn-bench report",
+                  doc_dir: str | Path | None = None) -> str:
+    """The report in one of FORMATS, as text; images are linked relative to `doc_dir`."""
     if fmt_name not in FORMATS:
         raise UserError(f"unknown format '{fmt_name}'; valid: {', '.join(FORMATS)}")
     if fmt_name == "json":
         return fsio.dumps(report["summary"]) + "\n"
-    if fmt_name == "markdown":
-        return markdown_report(report, title)
     if fmt_name == "csv":
         return report["frame"].to_csv(index=False)
-    return render(summary_table(report["rows"]), fmt_name) + "\n"
+    return render_document(title, _sections(report, doc_dir), fmt_name)
+
+
+def _sections(report: dict[str, Any], doc_dir: str | Path | None) -> list[Section]:
+    base = Path(doc_dir) if doc_dir is not None else Path.cwd()
+    images = [(caption, Path(os.path.relpath(Path(path).resolve(), base.resolve())).as_posix())
+              for caption, path in report.get("images", [])]
+    return report_sections(report, images)
+
+
+def markdown_report(report: dict[str, Any], title: str, doc_dir: str | Path | None = None) -> str:
+    """report.md: provenance, every view, missing cells, reported numbers, plots, definitions."""
+    return format_report(report, "markdown", title, doc_dir)
+
+
+def write_results(report: dict[str, Any], out_dir: str | Path, title: str,
+                  plots: bool = True) -> Path:
+    """Write cells.csv, summary.json, per_image.npz, plots/ and report.md into `out_dir`.
+
+    Each file is written atomically; report.md last, so its links point at finished plots.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fsio.write_text(out / "cells.csv", report["frame"].to_csv(index=False))
+    fsio.write_json(out / "summary.json", report["summary"])
+    per_image.save_results(out, report["vectors"])
+    if plots:
+        from metabn_bench.plots import write_plots
+
+        report["images"] = write_plots(report, out / "plots")
+    fsio.write_text(out / "report.md", markdown_report(report, title, out))
+    return out

@@ -15,7 +15,12 @@ def provenance_of(paths: list[Path], rows: list[dict[str, Any]]) -> dict[str, An
     for path in paths:
         for env_file in ([path / "env.json"] if (path / "env.json").exists()
                          else sorted(Path(path).rglob("env.json"))):
-            envs.append(json.loads(env_file.read_text()))
+            try:
+                env = json.loads(env_file.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue  # not a run's record; the rows still carry their own provenance
+            if isinstance(env, dict) and "versions" in env:
+                envs.append(env)
     summary_files = [p / "summary.json" for p in paths if (p / "summary.json").exists()]
     if summary_files and not envs:  # a results directory: reuse its provenance block
         return json.loads(summary_files[0].read_text()).get("provenance", {})

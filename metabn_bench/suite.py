@@ -1,9 +1,10 @@
 """`run --preset`: corrupt once, train every (method, seed), evaluate, report.
 
-Working files (the corrupted set, run directories) go under the work directory
+Working files (the corrupted set, plan.json, run directories) go under the work directory
 (runs/<preset>/); the tables under the results directory (results/<preset>/). Run directories
 are named by method, seed and the hash of their config, so anything finished is skipped and
-anything interrupted resumes.
+anything interrupted resumes; each is worked on under a lock, so several processes (workers
+of the gpus launcher, SLURM jobs, a second suite) never train the same run.
 """
 
 from __future__ import annotations
@@ -13,17 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from metabn_bench import provenance
-from metabn_bench.config import SuiteConfig, config_hash, replace, to_dict
+from metabn_bench.config import SuiteConfig, to_dict
 from metabn_bench.corruptions.generate import corrupt_dataset
 from metabn_bench.data.specs import load_split
 from metabn_bench.data.store import open_set
 from metabn_bench.device import resolve_device
 from metabn_bench.errors import UserError
-from metabn_bench.evaluate import evaluate
+from metabn_bench.jobs import SuitePlan, make_plan
+from metabn_bench.launch import LAUNCHERS, LaunchOptions
 from metabn_bench.methods import METHODS
-from metabn_bench.report import build_report, collect_rows, write_results
-from metabn_bench.train import resolve_config, train
+from metabn_bench.report import build_report, collect, write_results
 
 Log = Callable[[str], None]
 
@@ -34,7 +37,7 @@ class SuiteResult:
 
     results_dir: Path
     work_dir: Path
-    report: dict[str, Any]
+    report: dict[str, Any] | None  # None when the jobs were only submitted
 
 
 def _validate(cfg: SuiteConfig) -> None:
@@ -48,16 +51,18 @@ def _validate(cfg: SuiteConfig) -> None:
         raise UserError("a preset needs at least one seed")
 
 
-def run_dir_name(method: str, seed: int, cfg_hash: str) -> str:
-    """<method>-s<seed>-<config hash>: readable and unique per configuration."""
-    return f"{method}-s{seed}-{cfg_hash}"
-
-
 def run_suite(cfg: SuiteConfig, results_dir: str | Path | None = None,
               work_dir: str | Path | None = None, progress: bool = True,
-              log: Log = lambda _msg: None) -> SuiteResult:
-    """Run the whole suite described by `cfg`; every step skips what is already done."""
+              log: Log = lambda _msg: None, launcher: str = "local",
+              launch: LaunchOptions | None = None) -> SuiteResult:
+    """Run the whole suite described by `cfg`; every step skips what is already done.
+
+    The corrupted set is made here, once; the (method, seed) jobs run where `launcher` puts
+    them (launch/); the report is written when they are all finished. `report` is None when
+    the launcher only submitted the jobs (a later job writes the report).
+    """
     _validate(cfg)
+    run_jobs = LAUNCHERS.get(launcher)
     results = Path(results_dir or Path("results") / cfg.name)
     work = Path(work_dir or Path("runs") / cfg.name)
     device = resolve_device(cfg.train.device)
@@ -67,26 +72,25 @@ def run_suite(cfg: SuiteConfig, results_dir: str | Path | None = None,
     log(f"corrupted set: {len(test)} test images of {test.source} -> {set_dir}")
     _, how = corrupt_dataset(test, set_dir, cfg.corrupt, device, data.dataset, progress)
     log(f"corrupted set ready ({how})")
-    set_id = open_set(set_dir, verify=True).set_id  # hash check once; evaluations skip it
-    train_set = load_split(data.dataset, "train", data.data_root, data.train_size, data.label)
-    run_dirs = []
-    for method in cfg.methods:
-        for seed in cfg.seeds:
-            tcfg = replace(cfg.train, method=method, seed=seed,
-                           hparams=dict(cfg.method_hparams.get(method, {})))
-            tcfg = resolve_config(tcfg, len(train_set.classes))
-            run_dir = work / "train" / run_dir_name(method, seed, config_hash(tcfg))
-            info = train(tcfg, run_dir, progress=progress, train_set=train_set)
-            log(f"{'done already' if info.skipped else 'trained'}: {method} seed {seed} "
-                f"-> {run_dir}")
-            evaluate(run_dir, set_dir, cfg.eval.protocols, cfg.eval.batch_size, cfg.eval.extras,
-                     cfg.train.device, verify=False, progress=progress)
-            run_dirs.append(run_dir)
-    rows = [r for r in collect_rows(run_dirs)
-            if r["protocol"] in cfg.eval.protocols and r["set_id"] == set_id]
-    prov = {**provenance.environment(device), "data_source": test.source, "preset": cfg.name,
+    open_set(set_dir, verify=True)  # hash check once; evaluations skip it
+    plan = make_plan(cfg, work, set_dir, f"{set_dir} ({how})", test.source, len(test.classes),
+                     results)
+    if not run_jobs(plan, launch or LaunchOptions(), progress, log):
+        return SuiteResult(results, work, None)
+    return SuiteResult(results, work, report_suite(plan, results, device))
+
+
+def report_suite(plan: SuitePlan, results_dir: Path,
+                 device: torch.device | None = None) -> dict[str, Any]:
+    """Write results/<preset>/ (cells.csv, summary.json, report.md) from the plan's runs."""
+    cfg = plan.suite
+    set_id = open_set(plan.set_dir, verify=False).set_id
+    found = collect([j.run_dir for j in plan.jobs])
+    rows = [r for r in found.rows if r["protocol"] in cfg.eval.protocols and r["set_id"] == set_id]
+    prov = {**provenance.environment(device or resolve_device(cfg.train.device)),
+            "data_source": plan.data_source, "preset": cfg.name,
             "seeds": list(cfg.seeds), "arch": cfg.train.arch,
-            "corrupted_set": f"{set_dir} ({how})", "config": to_dict(cfg)}
-    report = build_report(rows, prov)
-    write_results(report, results, f"{cfg.name}: {cfg.description or 'results'}")
-    return SuiteResult(results, work, report)
+            "corrupted_set": plan.set_label, "config": to_dict(cfg)}
+    report = build_report(rows, prov, vectors=found.vectors)
+    write_results(report, results_dir, f"{cfg.name}: {cfg.description or 'results'}")  # + plots/
+    return report

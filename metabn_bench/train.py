@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from metabn_bench import fsio, provenance
+from metabn_bench import distributed, fsio, provenance
 from metabn_bench.config import TrainConfig, config_hash, from_dict, identity, replace, to_dict
 from metabn_bench.data.arrays import ArraySet
 from metabn_bench.data.augment import crop_flip
@@ -94,12 +94,13 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, runs_root: str | 
         if (run_dir / DONE).exists():
             return RunInfo(run_dir, cfg.epochs, skipped=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    fsio.write_json(run_dir / "config.json", to_dict(cfg))
-    env = provenance.environment(device)
-    env["data"] = {"source": data.source, "n_train": len(data), "classes": list(data.classes),
-                   **data.notes}
-    fsio.write_json(run_dir / "env.json", env)
-    return _fit(cfg, data, run_dir, device, progress)
+    if distributed.is_main():  # under torch.distributed, rank 0 alone writes files
+        fsio.write_json(run_dir / "config.json", to_dict(cfg))
+        env = provenance.environment(device)
+        env["data"] = {"source": data.source, "n_train": len(data), "classes": list(data.classes),
+                       **data.notes}
+        fsio.write_json(run_dir / "env.json", env)
+    return _fit(cfg, data, run_dir, device, progress and distributed.is_main())
 
 
 def _fit(cfg: TrainConfig, data: ArraySet, run_dir: Path, device: torch.device,
@@ -108,6 +109,8 @@ def _fit(cfg: TrainConfig, data: ArraySet, run_dir: Path, device: torch.device,
     method = build_method(cfg, len(data.classes), device)
     fmt = memory_format(device, cfg.channels_last)
     model = method.build_model().to(device, memory_format=fmt)
+    distributed.record(run_dir, distributed.prepare_model(model))
+    distributed.check_batch_size(cfg.optim.batch_size)
     loader = DeviceLoader(data.images, data.labels, cfg.optim.batch_size, device, seed=cfg.seed)
     if len(loader) == 0:
         raise UserError(f"training set of {len(data)} images is smaller than one batch")
@@ -136,14 +139,17 @@ def _fit(cfg: TrainConfig, data: ArraySet, run_dir: Path, device: torch.device,
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                  "method": method.state_dict(), "epoch": epoch}
-        with fsio.atomic_open(ckpt_path) as fh:
-            torch.save(state, fh)
-        fsio.write_jsonl(run_dir / "metrics.jsonl", history)
-    with fsio.atomic_open(run_dir / MODEL) as fh:
-        torch.save(model.state_dict(), fh)
-    final = history[-1] if history else {}
-    fsio.write_json(run_dir / DONE, {"epochs": cfg.epochs, "final": final})
-    ckpt_path.unlink(missing_ok=True)  # the optimiser state is no longer needed
+        if distributed.is_main():
+            with fsio.atomic_open(ckpt_path) as fh:
+                torch.save(state, fh)
+            fsio.write_jsonl(run_dir / "metrics.jsonl", history)
+    if distributed.is_main():
+        with fsio.atomic_open(run_dir / MODEL) as fh:
+            torch.save(model.state_dict(), fh)
+        final = history[-1] if history else {}
+        fsio.write_json(run_dir / DONE, {"epochs": cfg.epochs, "final": final})
+        ckpt_path.unlink(missing_ok=True)  # the optimiser state is no longer needed
+    distributed.barrier()  # every rank returns once the run is complete on disk
     return RunInfo(run_dir, start, skipped=False)
 
 
@@ -153,6 +159,7 @@ def _epoch(method: Method, model: torch.nn.Module, loader: DeviceLoader,
            progress: bool) -> dict[str, Any]:
     """One epoch; all randomness is seeded from (seed, epoch) so resuming is exact."""
     seed_everything(cfg.seed, "epoch", epoch)
+    distributed.seed_rank(cfg.seed, "epoch", epoch)
     gen = generator(device, cfg.seed, "augment", epoch)
     model.train()
     sums = {"loss": 0.0, "errors": 0.0, "seen": 0, "counted": 0}
@@ -162,11 +169,13 @@ def _epoch(method: Method, model: torch.nn.Module, loader: DeviceLoader,
                f"{cfg.epochs}", unit="batch", disable=not progress, leave=False, dynamic_ncols=True)
     for images, labels in bar:
         x = crop_flip(to_float(images, fmt), cfg.data.crop_padding, cfg.data.hflip, gen)
+        x, labels = distributed.shard(x), distributed.shard(labels)  # this rank's share
         batch = method.batch_transform(Batch(x, labels))
         with autocast(device, cfg.amp):
             out = method.training_step(model, batch)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(out.loss).backward()
+        distributed.sync_gradients(model)
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
@@ -183,6 +192,8 @@ def _epoch(method: Method, model: torch.nn.Module, loader: DeviceLoader,
             logs_sum[key] = logs_sum.get(key, 0.0) + value * n
         bar.set_postfix(loss=f"{sums['loss'] / sums['seen']:.3f}")
     seconds = time.perf_counter() - t0
+    sums = distributed.reduce_sums(sums)  # totals over all ranks' shares
+    logs_sum = distributed.reduce_sums(logs_sum)
     row: dict[str, Any] = {
         "epoch": epoch, "loss": sums["loss"] / sums["seen"],
         "train_error": 100 * sums["errors"] / sums["counted"] if sums["counted"] else None,

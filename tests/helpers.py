@@ -8,7 +8,18 @@ import numpy as np
 
 from metabn_bench.config import TrainConfig, from_dict
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+
+def _find_shared() -> Path:
+    """../shared/data/cifar10 of the checkout (looked up from each parent, so a checkout one
+    level deeper, e.g. a git worktree, finds it too)."""
+    for parent in Path(__file__).resolve().parents[1:]:
+        candidate = parent / "shared" / "data" / "cifar10"
+        if candidate.is_dir():
+            return candidate
+    return Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+
+
+SHARED = _find_shared()
 
 
 def tiny_train_config(**changes: object) -> TrainConfig:

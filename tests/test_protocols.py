@@ -123,7 +123,7 @@ def test_a_cell_does_not_depend_on_the_cells_before_it(trained_run: Path, small_
     a = cset.cell(cset.corruptions[0], 5)
     b = cset.cell(cset.corruptions[-1], 3)
     fresh = _Evaluator(trained_run, cfg, 10, torch.device("cpu"), spec)
-    alone = fresh.errors(np.asarray(b), cset.labels, 10)
+    alone = int((~fresh.correct(np.asarray(b), cset.labels, 10)).sum())
     used = _Evaluator(trained_run, cfg, 10, torch.device("cpu"), spec)
-    used.errors(np.asarray(a), cset.labels, 10)
-    assert used.errors(np.asarray(b), cset.labels, 10) == alone
+    used.correct(np.asarray(a), cset.labels, 10)
+    assert int((~used.correct(np.asarray(b), cset.labels, 10)).sum()) == alone

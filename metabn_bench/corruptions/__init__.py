@@ -3,7 +3,7 @@
 Importing this package registers every implemented op (one module per family).
 """
 
-from metabn_bench.corruptions import blur, digital, noise  # noqa: F401  (registration)
+from metabn_bench.corruptions import blur, digital, noise, spatter, weather  # noqa: F401  (registration)
 from metabn_bench.corruptions.names import ALL, COMMON, EXTRA, GROUPS
 from metabn_bench.corruptions.registry import CORRUPTIONS, get, to_uint8
 

@@ -1,11 +1,18 @@
-"""Digital corruptions (Hendrycks & Dietterich 2019), batched."""
+"""Digital corruptions (Hendrycks & Dietterich 2019), batched: contrast, elastic transform,
+pixelate, JPEG, and the extra saturate."""
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
-from torchvision.io import decode_jpeg, encode_jpeg
+import io
 
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from metabn_bench.corruptions.color import hsv_to_rgb, rgb_to_hsv
+from metabn_bench.corruptions.filters import gaussian_filter, pil_resize_box
+from metabn_bench.corruptions.geometry import affine_from_points, affine_warp, sample_bilinear
 from metabn_bench.corruptions.registry import clip255, corruption
 from metabn_bench.corruptions.rng import ImageRandom
 
@@ -17,14 +24,69 @@ def contrast(x: Tensor, c: float, rng: ImageRandom) -> Tensor:
     return clip255((x - means) * c + means)
 
 
+@corruption("saturate", random=False)
+def saturate(x: Tensor, params: tuple[float, float], rng: ImageRandom) -> Tensor:
+    """HSV saturation * a + b (clipped to [0, 1]), back to RGB, clipped."""
+    a, b = params
+    hsv = rgb_to_hsv(x)
+    hsv = torch.cat([hsv[:, :1], (hsv[:, 1:2] * a + b).clamp(0, 1), hsv[:, 2:]], 1)
+    return clip255(hsv_to_rgb(hsv))
+
+
+@corruption("pixelate", random=False)
+def pixelate(x: Tensor, factor: float, rng: ImageRandom) -> Tensor:
+    """PIL BOX resize to int(side * factor), then BOX resize back (8-bit arithmetic as Pillow)."""
+    h, w = x.shape[-2:]
+    v = torch.round(x * 255)
+    small = pil_resize_box(v, int(h * factor), int(w * factor))
+    return pil_resize_box(small, h, w).to(x.dtype)
+
+
+def _jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "JPEG", quality=quality)
+    buf.seek(0)
+    return np.asarray(Image.open(buf))
+
+
 @corruption("jpeg_compression", random=False)
 def jpeg_compression(x: Tensor, quality: int, rng: ImageRandom) -> Tensor:
-    """Encode as JPEG at `quality` (4:2:0 chroma, as PIL's default) and decode.
+    """PIL JPEG save at `quality` and reload, per image on the CPU (the reference's own codec;
+    on CUDA the batch goes to the CPU and back)."""
+    images = torch.round(x * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    out = np.stack([_jpeg_roundtrip(im, int(quality)) for im in images])
+    return torch.from_numpy(out).to(x.device).permute(0, 3, 1, 2).to(x.dtype)
 
-    The input is the uint8 image (the reference works on PIL images); libjpeg-turbo on the
-    CPU through torchvision.io, which matches PIL's encoder and decoder.
+
+@corruption("elastic_transform", random=True)
+def elastic_transform(x: Tensor, params: tuple[float, float, float], rng: ImageRandom) -> Tensor:
+    """A random affine warp, then a smooth random displacement field, bilinear resampling.
+
+    params, in multiples of the image side: (alpha, sigma, affine). Three points around the
+    centre, at +-side//3, move by U(-affine, affine) pixels each coordinate; OpenCV warps the
+    image to match (border reflect-101). Then each pixel is read at (y + dy, x + dx) with dx, dy
+    = alpha * (U(-1, 1) noise blurred with sigma, border reflect, truncate 3), bilinear,
+    border reflect.
     """
-    images = (x * 255).round().clamp(0, 255).to(torch.uint8).cpu()
-    encoded = encode_jpeg(list(images), quality=int(quality))
-    decoded = decode_jpeg(encoded)
-    return torch.stack(decoded).to(x.device, torch.float32)
+    x = x.to(torch.float32)  # the reference warps float32 images
+    n, _, h, w = x.shape
+    side = h
+    alpha, sigma, affine = (float(p) * side for p in params)
+    draws = rng.uniform(6 + 2 * h * w, dtype=torch.float64)
+    centre = torch.tensor([h // 2, w // 2], dtype=torch.float64)
+    square = min(h, w) // 3
+    src = torch.stack([centre + square, torch.stack([centre[0] + square, centre[1] - square]),
+                       centre - square]).to(torch.float32)
+    jitter = ((draws[:, :6] * 2 - 1) * affine).to(torch.float32).view(n, 3, 2)
+    dst = src.to(x.device).unsqueeze(0) + jitter
+    warped = affine_warp(x, affine_from_points(src.to(x.device).expand(n, 3, 2), dst))
+    # The reference blurs in float64, then keeps float32: blurring in float32 moves the field
+    # by ~1e-7 pixel.
+    fields = (draws[:, 6:] * 2 - 1).view(n, 2, h, w).to(torch.float32)
+    fields = gaussian_filter(fields, sigma, "symmetric", truncate=3.0) * alpha
+    if alpha == 0:  # no displacement: sampling at the pixel centres returns the image exactly
+        return clip255(warped)
+    dx, dy = fields[:, 0].to(torch.float64), fields[:, 1].to(torch.float64)
+    rows = torch.arange(h, dtype=torch.float64, device=x.device).view(1, h, 1) + dy
+    cols = torch.arange(w, dtype=torch.float64, device=x.device).view(1, 1, w) + dx
+    return clip255(sample_bilinear(warped, rows, cols, "symmetric"))

@@ -1,8 +1,10 @@
 """The corruption registry: name -> batched op.
 
-An op takes a float32 batch (B, 3, H, W) in [0, 1] on any device, the severity's parameters
-from the size preset's table, and an ImageRandom; it returns the corrupted batch in the
-reference's 0..255 float scale, before the reference's truncation to uint8 (`to_uint8`).
+An op takes a float64 batch (B, 3, H, W) in [0, 1] on any device (`as_input`; float64 because
+the reference computes in double precision and truncates, so float32 would move values across
+integer boundaries), the severity's parameters from the size preset's table, and an
+ImageRandom; it returns the corrupted batch in the reference's 0..255 float scale, before the
+reference's truncation to uint8 (`to_uint8`). Ops whose reference works in float32 cast to it.
 """
 
 from __future__ import annotations
@@ -59,9 +61,19 @@ def get(name: str) -> Corruption:
     return CORRUPTIONS.get(name)
 
 
+def as_input(images: Tensor) -> Tensor:
+    """uint8 NHWC (or NCHW when `images.shape[1] == 3` and the last axis is not) -> float64 NCHW
+    in [0, 1], the reference's np.array(image) / 255."""
+    if images.shape[-1] != 3 and images.shape[1] == 3:
+        images = images.permute(0, 2, 3, 1)
+    # Contiguous NCHW first (on uint8, cheap): float ops on channels-last views are slower.
+    return images.permute(0, 3, 1, 2).contiguous().to(torch.float64).div_(255.0)
+
+
 def to_uint8(x: Tensor) -> Tensor:
     """Reference conversion: clip to 0..255 and truncate (np.uint8 of a float array)."""
-    return x.clamp(0, 255).floor_().to(torch.uint8)
+    # In place (ops return fresh tensors); the cast truncates, values being >= 0 here.
+    return x.clamp_(0, 255).to(torch.uint8)
 
 
 def clip255(x: Tensor) -> Tensor:

@@ -1,9 +1,10 @@
 """Parameter tables of the reference generator, one per image-size preset.
 
 Source: Hendrycks & Dietterich's generator (hendrycks/robustness, ImageNet-C/create_c), whose
-CIFAR-10-C / CIFAR-100-C (32x32) and Tiny-ImageNet-C (64x64) scripts carry their own tables.
-Each entry lists the parameters of severities 1..5; the meaning of each number is documented
-with the corruption's function.
+CIFAR-10-C / CIFAR-100-C (32x32), Tiny-ImageNet-C (64x64) and ImageNet-C (224x224) scripts carry
+their own tables; the `imagecorruptions` package implements the ImageNet-C values. Each entry
+lists the parameters of severities 1..5; the meaning of each number is documented with the
+corruption's function. `params` adds the size settings that are not per severity.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ CIFAR: Table = {
     "defocus_blur": [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)],
     "glass_blur": [(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)],
     "motion_blur": [(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)],
-    "zoom_blur": [1.06, 1.11, 1.16, 1.21, 1.26],
+    "zoom_blur": [(1.06, 0.01), (1.11, 0.01), (1.16, 0.01), (1.21, 0.01), (1.26, 0.01)],
     "snow": [(0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9),
              (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9), (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85),
              (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8)],
@@ -50,7 +51,7 @@ TINYIMAGENET: Table = {
     "defocus_blur": [(0.5, 0.6), (1, 0.1), (1.5, 0.1), (2.5, 0.01), (3, 0.1)],
     "glass_blur": [(0.1, 1, 1), (0.5, 1, 1), (0.6, 1, 2), (0.7, 2, 1), (0.9, 2, 2)],
     "motion_blur": [(10, 1), (10, 1.5), (10, 2), (10, 2.5), (12, 3)],
-    "zoom_blur": [1.06, 1.11, 1.16, 1.21, 1.26],
+    "zoom_blur": [(1.06, 0.01), (1.11, 0.01), (1.16, 0.01), (1.21, 0.01), (1.26, 0.01)],
     "snow": [(0.1, 0.2, 1, 0.6, 8, 3, 0.8), (0.1, 0.2, 1, 0.5, 10, 4, 0.8),
              (0.15, 0.3, 1.75, 0.55, 10, 4, 0.7), (0.25, 0.3, 2.25, 0.6, 12, 6, 0.65),
              (0.3, 0.3, 1.25, 0.65, 14, 12, 0.6)],
@@ -70,14 +71,48 @@ TINYIMAGENET: Table = {
     "saturate": [(0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (30, 0.2)],
 }
 
-# Size-specific settings that are not per-severity: the fog plasma map, the frost texture scale.
+# ImageNet-C's elastic parameters are multiples of 244 pixels on 224-pixel images (a slip the
+# reference's authors note as harmless); as fractions of the image side they are 244/224 times these.
+_IN = 244 / 224
+
+IMAGENET: Table = {
+    "gaussian_noise": [0.08, 0.12, 0.18, 0.26, 0.38],
+    "shot_noise": [60, 25, 12, 5, 3],
+    "impulse_noise": [0.03, 0.06, 0.09, 0.17, 0.27],
+    "defocus_blur": [(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)],
+    "glass_blur": [(0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)],
+    "motion_blur": [(10, 3), (15, 5), (15, 8), (15, 12), (20, 15)],
+    "zoom_blur": [(1.11, 0.01), (1.16, 0.01), (1.21, 0.02), (1.26, 0.02), (1.31, 0.03)],
+    "snow": [(0.1, 0.3, 3, 0.5, 10, 4, 0.8), (0.2, 0.3, 2, 0.5, 12, 4, 0.7),
+             (0.55, 0.3, 4, 0.9, 12, 8, 0.7), (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65),
+             (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55)],
+    "frost": [(1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)],
+    "fog": [(1.5, 2), (2, 2), (2.5, 1.7), (2.5, 1.5), (3, 1.4)],
+    "brightness": [0.1, 0.2, 0.3, 0.4, 0.5],
+    "contrast": [0.4, 0.3, 0.2, 0.1, 0.05],
+    "elastic_transform": [(2 * _IN, 0.7 * _IN, 0.1 * _IN), (2 * _IN, 0.08 * _IN, 0.2 * _IN),
+                          (0.05 * _IN, 0.01 * _IN, 0.02 * _IN), (0.07 * _IN, 0.01 * _IN, 0.02 * _IN),
+                          (0.12 * _IN, 0.01 * _IN, 0.02 * _IN)],  # times the image size
+    "pixelate": [0.6, 0.5, 0.4, 0.3, 0.25],
+    "jpeg_compression": [25, 18, 15, 10, 7],
+    "speckle_noise": [0.15, 0.2, 0.35, 0.45, 0.6],
+    "gaussian_blur": [1, 2, 3, 4, 6],
+    "spatter": [(0.65, 0.3, 4, 0.69, 0.6, 0), (0.65, 0.3, 3, 0.68, 0.6, 0),
+                (0.65, 0.3, 2, 0.68, 0.5, 0), (0.65, 0.3, 1, 0.65, 1.5, 1),
+                (0.67, 0.4, 1, 0.65, 1.5, 1)],
+    "saturate": [(0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2)],
+}
+
+# Size-specific settings that are not per-severity: the side of the fog plasma map (0: the next
+# power of two of the image side, 256 at 224 as in ImageNet-C) and the frost texture scale.
 EXTRAS: dict[str, dict[str, Any]] = {
     "cifar": {"fog_map_size": 32, "frost_resize": 0.2},
     "tinyimagenet": {"fog_map_size": 64, "frost_resize": 0.3},
+    "imagenet": {"fog_map_size": 0, "frost_resize": 1.0},
 }
 
-TABLES: dict[str, Table] = {"cifar": CIFAR, "tinyimagenet": TINYIMAGENET}
-NATIVE_SIZE = {"cifar": 32, "tinyimagenet": 64}
+TABLES: dict[str, Table] = {"cifar": CIFAR, "tinyimagenet": TINYIMAGENET, "imagenet": IMAGENET}
+NATIVE_SIZE = {"cifar": 32, "tinyimagenet": 64, "imagenet": 224}
 
 
 def table(preset: str) -> Table:
@@ -91,6 +126,18 @@ def table_hash(preset: str) -> str:
     """sha256 of the preset's table (and size settings), recorded in every manifest."""
     payload = {"table": table(preset), "extras": EXTRAS.get(preset, {})}
     return sha256_text(json.dumps(payload, sort_keys=True))
+
+
+def params(preset: str, name: str, severity: int) -> Any:
+    """The parameters an op receives for (preset, corruption, severity): the table entry, with
+    the size settings appended for fog (map size) and frost (texture scale)."""
+    entry = table(preset)[name][severity - 1]
+    extras = EXTRAS[preset]
+    if name == "fog":
+        return (*entry, extras["fog_map_size"])
+    if name == "frost":
+        return (*entry, extras["frost_resize"])
+    return entry
 
 
 def choose_preset(preset: str, image_size: int) -> tuple[str, str]:

@@ -1,0 +1,140 @@
+"""The CI regression gate's baseline: how the smoke suite is re-run, compared and updated.
+
+The gate re-runs a preset (default `smoke`) from scratch on the CPU with a pinned number of
+torch threads and compares its summary.json with the committed one (results/<preset>/) within
+GATE_TOLERANCE points (see results/README.md for why these values). Updating the committed
+baseline is an explicit command (`make baseline`, i.e. `metabn-bench check --update-baseline
+results/smoke`); no test ever writes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from metabn_bench import fsio
+from metabn_bench.check import CheckResult, compare, load_summary
+from metabn_bench.config import SuiteConfig, load_preset
+from metabn_bench.errors import UserError
+from metabn_bench.report import RESULT_FILES, markdown_report
+from metabn_bench.suite import SuiteResult, run_suite
+from metabn_bench.train import DONE
+
+GATE_PRESET = "smoke"
+# Torch's CPU kernels split reductions by thread count, and a few epochs of SGD amplify the
+# last-bit differences into different models: on this project's machine the smoke suite gave
+# identical numbers run after run with 2 threads, but clean error 21.0 vs 25.5 with 1 vs 2.
+GATE_THREADS = 2
+# Same machine, same threads, same software: bit-identical results, so the tolerance only has
+# to stay below the smallest real move. One image in one cell moves an mCE by 100 / (N x cells):
+# 0.025 points now (200 images x 4 corruptions x 5), 0.0067 once all 15 corruptions are in;
+# 0.001 points is below both, so any change in an error count fails, while float summation
+# noise (about 1e-13 points) passes.
+GATE_TOLERANCE = 0.001
+GATE_OVERRIDES = ("train.device=cpu",)  # CUDA kernels differ from the CPU's: the gate is CPU-only
+CAM_FILE = "cam.png"
+
+Log = Callable[[str], None]
+
+
+@contextlib.contextmanager
+def pinned_threads(n: int) -> Iterator[None]:
+    """Run a block with exactly `n` torch CPU threads (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def gate_config(preset: str = GATE_PRESET, overrides: Sequence[str] = ()) -> SuiteConfig:
+    """The preset as the gate runs it (CPU, plus any extra `key=value` overrides)."""
+    return load_preset(preset, [*GATE_OVERRIDES, *overrides])
+
+
+def run_gate_suite(results_dir: str | Path, work_dir: str | Path, preset: str = GATE_PRESET,
+                   overrides: Sequence[str] = (), log: Log = lambda _m: None) -> SuiteResult:
+    """Run the preset from scratch into the given (fresh) directories, pinned as the gate is."""
+    with pinned_threads(GATE_THREADS):
+        return run_suite(gate_config(preset, overrides), results_dir, work_dir, progress=False,
+                         log=log)
+
+
+def _first_seed_runs(cfg: SuiteConfig, work: Path) -> list[Path]:
+    """One finished run per method (its first seed), in the preset's method order."""
+    runs = []
+    for method in cfg.methods:
+        found = sorted(work.glob(f"train/{method}-s{cfg.seeds[0]}-*/{DONE}"))
+        runs += [found[0].parent] if found else []
+    return runs
+
+
+def _add_cam(result: SuiteResult, cfg: SuiteConfig, log: Log) -> None:
+    """The CAM grid of the suite's runs, linked from report.md; synthetic data only.
+
+    Pictures of real data sets are made on demand and never committed, so a baseline of any
+    other data set gets none.
+    """
+    if cfg.train.data.dataset != "synthetic":
+        log("no CAM picture: the baseline is not of the synthetic set")
+        return
+    from metabn_bench.cam import CamRequest, cam_grid
+
+    with pinned_threads(GATE_THREADS):  # 3 images at 80 dpi: a committed file stays small
+        path = cam_grid(_first_seed_runs(cfg, result.work_dir), result.work_dir / "corrupted",
+                        result.results_dir / CAM_FILE, CamRequest(n_images=3, dpi=80), device="cpu")
+    report = result.report
+    report["images"].append(("Grad-CAM of each method on synthetic test images, clean and "
+                             "corrupted", path))
+    title = f"{cfg.name}: {cfg.description or 'results'}"
+    fsio.write_text(result.results_dir / "report.md",
+                    markdown_report(report, title, result.results_dir))
+
+
+def _replace_results(new: Path, target: Path) -> None:
+    """Swap the generated files of `target` for those of `new` (stale plots removed)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in (*RESULT_FILES, CAM_FILE):
+        (target / name).unlink(missing_ok=True)
+    shutil.rmtree(target / "plots", ignore_errors=True)
+    for path in sorted(new.rglob("*")):
+        if path.is_file():
+            fsio.write_bytes(target / path.relative_to(new), path.read_bytes())
+
+
+def update_baseline(preset: str, results_dir: str | Path, log: Log = lambda _m: None,
+                    overrides: Sequence[str] = (), work_dir: str | Path | None = None) -> CheckResult:
+    """Re-run `preset` from scratch and rewrite `results_dir`; returns old-vs-new differences.
+
+    The work directory (default runs/baseline-<preset>/) is emptied first, so finished runs of
+    an older code version are never reused; it is kept afterwards for inspection (and for
+    `metabn-bench cam`). The results directory changes only once everything succeeded.
+    """
+    target = Path(results_dir)
+    old = load_summary(target) if (target / "summary.json").is_file() else None
+    cfg = gate_config(preset, overrides)
+    work = Path(work_dir) if work_dir is not None else Path("runs") / f"baseline-{preset}"
+    if work.exists():
+        foreign = sorted(p.name for p in work.iterdir() if p.name not in ("corrupted", "train"))
+        if foreign:  # never wipe a directory this command did not make
+            raise UserError(f"'{work}' holds {', '.join(foreign)}: not a baseline work directory; "
+                            "move it away or choose another")
+        shutil.rmtree(work)
+    with tempfile.TemporaryDirectory(prefix="metabn-baseline-") as tmp:
+        result = run_gate_suite(Path(tmp) / "results", work, preset, overrides, log)
+        _add_cam(result, cfg, log)
+        new = load_summary(result.results_dir)
+        diff = CheckResult(GATE_TOLERANCE)
+        if old is not None:
+            try:
+                diff = compare(old, new, GATE_TOLERANCE)
+            except UserError as exc:  # e.g. another data set: nothing to compare, still replace
+                diff.context.append(str(exc))
+        _replace_results(result.results_dir, target)
+    return diff
