@@ -108,6 +108,7 @@ def _fit(cfg: TrainConfig, data: ArraySet, run_dir: Path, device: torch.device,
     method = build_method(cfg, len(data.classes), device)
     fmt = memory_format(device, cfg.channels_last)
     model = method.build_model().to(device, memory_format=fmt)
+    method.prepare_training(model, run_dir, data, progress)
     loader = DeviceLoader(data.images, data.labels, cfg.optim.batch_size, device, seed=cfg.seed)
     if len(loader) == 0:
         raise UserError(f"training set of {len(data)} images is smaller than one batch")
@@ -162,7 +163,7 @@ def _epoch(method: Method, model: torch.nn.Module, loader: DeviceLoader,
                f"{cfg.epochs}", unit="batch", disable=not progress, leave=False, dynamic_ncols=True)
     for images, labels in bar:
         x = crop_flip(to_float(images, fmt), cfg.data.crop_padding, cfg.data.hflip, gen)
-        batch = method.batch_transform(Batch(x, labels))
+        batch = method.batch_transform(Batch(x, labels, lr=optimizer.param_groups[0]["lr"]))
         with autocast(device, cfg.amp):
             out = method.training_step(model, batch)
         optimizer.zero_grad(set_to_none=True)

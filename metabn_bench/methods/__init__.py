@@ -8,7 +8,10 @@ from __future__ import annotations
 import torch
 
 from metabn_bench.config import TrainConfig
-from metabn_bench.methods import vanilla  # noqa: F401  (registration)
+from metabn_bench.methods import (
+    metabn,  # noqa: F401  (registration)
+    vanilla,  # noqa: F401  (registration)
+)
 from metabn_bench.methods.base import Batch, Method, StepResult
 from metabn_bench.methods.registry import METHODS
 
