@@ -13,8 +13,10 @@ from torch.func import functional_call
 
 from metabn_bench.corruptions import CORRUPTIONS
 from metabn_bench.corruptions.registry import Corruption
+from metabn_bench.data.store import open_set
 from metabn_bench.errors import UserError
 from metabn_bench.evaluate import evaluate
+from metabn_bench.metabn_diagnostics import diagnose
 from metabn_bench.methods import Batch, build_method
 from metabn_bench.methods.metabn import MetaBN
 from metabn_bench.methods.shift_proxy import make_proxy
@@ -261,3 +263,12 @@ def test_metabn_trains_and_evaluates_end_to_end(tmp_path: Path, corrupted_set: P
     rows = evaluate(run, corrupted_set, ("none", "bn"), batch_size=20, progress=False)
     assert {r["protocol"] for r in rows} == {"none", "bn"}
     assert all(r["method"] == "metabn" and 0 <= r["error"] <= 100 for r in rows)
+    report = diagnose(run, corrupted_set, severity=5, n=40)
+    layers = report["per_layer"]
+    assert len(layers) == 7 and layers[0]["feature_size"] == 32  # WRN-10-1: 7 BN layers
+    assert all(r["clean/dg"] > 0 for r in layers)
+    assert set(report["errors"]) == {"clean", *open_set(corrupted_set).corruptions}
+    for row in rows:  # with the corrections on, the diagnosis sees what evaluation saw
+        if row["protocol"] == "none" and row["severity"] in (0, 5):
+            assert report["errors"][row["corruption"]]["corrections_on"] == pytest.approx(
+                row["error"])
