@@ -16,6 +16,7 @@ from metabn_bench.corruptions.registry import Corruption
 from metabn_bench.data.store import open_set
 from metabn_bench.errors import UserError
 from metabn_bench.evaluate import evaluate
+from metabn_bench.metabn_ablation import write_ablation
 from metabn_bench.metabn_diagnostics import diagnose
 from metabn_bench.methods import Batch, build_method
 from metabn_bench.methods.metabn import MetaBN
@@ -268,6 +269,15 @@ def test_metabn_trains_and_evaluates_end_to_end(tmp_path: Path, corrupted_set: P
     assert len(layers) == 7 and layers[0]["feature_size"] == 32  # WRN-10-1: 7 BN layers
     assert all(r["clean/dg"] > 0 for r in layers)
     assert set(report["errors"]) == {"clean", *open_set(corrupted_set).corruptions}
+    diag_file = tmp_path / "diagnosis.json"
+    diag_file.write_text(json.dumps(report))
+    out = write_ablation([run], corrupted_set, tmp_path / "ablation", "t", {"recipe": "tiny"},
+                         [diag_file])
+    summary = json.loads((out / "summary.json").read_text())
+    assert {(r["method"], r["protocol"]) for r in summary["rows"]} == {
+        ("metabn[run]", "none"), ("metabn[run]", "bn")}
+    assert summary["provenance"]["variants"] == {"metabn[run]": {}}
+    assert "corrections on vs switched off" in (out / "report.md").read_text()
     for row in rows:  # with the corrections on, the diagnosis sees what evaluation saw
         if row["protocol"] == "none" and row["severity"] in (0, 5):
             assert report["errors"][row["corruption"]]["corrections_on"] == pytest.approx(
