@@ -38,6 +38,7 @@ from metabn_bench.models import Classifier
 from metabn_bench.models.aux_nets import AUX_NETS
 from metabn_bench.models.metabn import (
     PLACEMENTS,
+    REPLAY_GRADIENTS,
     STATS_SOURCES,
     auxiliary_parameters,
     corrected_layers,
@@ -62,6 +63,7 @@ class MetaBNHparams:
     training_mode: str = "episodic"  # episodic | joint | post_hoc
     proxy: str = "augmix"  # augmix | validation_corruptions (uses the 4 extra corruptions)
     proxy_severity: int = 3  # AugMix operation severity
+    meta_test_gradient: str = "detached"  # detached | straight_through (see the README)
     meta_train_weight: float = 1.0  # w_tr of the loss
     meta_test_weight: float = 1.0  # w_te of the loss
     inner_lr_scale: float = 1.0  # episodic inner step size, times the current learning rate
@@ -90,6 +92,7 @@ class MetaBN(Method):
         _choice("stats_source", hp.stats_source, STATS_SOURCES)
         _choice("training_mode", hp.training_mode, TRAINING_MODES)
         _choice("proxy", hp.proxy, PROXIES)
+        _choice("meta_test_gradient", hp.meta_test_gradient, REPLAY_GRADIENTS)
         if hp.bound < 0 or hp.meta_train_weight < 0 or hp.meta_test_weight < 0 \
                 or hp.inner_lr_scale < 0 or hp.backbone_epochs < 0:
             raise UserError("hparams bound, meta_train_weight, meta_test_weight, inner_lr_scale "
@@ -159,7 +162,7 @@ class MetaBN(Method):
         elif hp.training_mode == "joint":
             logits = model(x_train)
             loss_train = F.cross_entropy(logits, batch.y)
-            with meta_test_statistics(model):
+            with meta_test_statistics(model, hp.meta_test_gradient):
                 logits_test = model(x_test)
             loss_test = F.cross_entropy(logits_test, batch.y)
             loss = hp.meta_train_weight * loss_train + hp.meta_test_weight * loss_test
@@ -179,7 +182,8 @@ class MetaBN(Method):
         grads = torch.autograd.grad(loss_train, [p for _, p in named], allow_unused=True)
         step = hp.inner_lr_scale * batch.lr
         fast = {n: p if g is None else p - step * g.detach() for (n, p), g in zip(named, grads)}
-        with meta_test_statistics(model), parameters_replaced(model, fast):
+        with meta_test_statistics(model, hp.meta_test_gradient), \
+                parameters_replaced(model, fast):
             logits_test = model(x_test)
         loss_test = F.cross_entropy(logits_test, batch.y)
         # d/dtheta of L_tr is already in `grads`: a surrogate with that gradient and value 0

@@ -51,6 +51,7 @@ class MetaBatchNorm2d(nn.BatchNorm2d):
         self.bound = float(bound)
         self.stats_source = stats_source
         self.replay = False  # True inside meta_test_statistics(): normalise with `recorded`
+        self.replay_gradient = "detached"  # or "straight_through" (see meta_test_statistics)
         self.recorded: tuple[Tensor, Tensor] | None = None  # last training batch (mean, var)
         self.last_normalisation: tuple[Tensor, Tensor] | None = None  # what the last call used
         self.last_corrections: tuple[Tensor, Tensor] | None = None  # last (dg, db), detached
@@ -72,6 +73,8 @@ class MetaBatchNorm2d(nn.BatchNorm2d):
         if self.replay:  # meta-test: the meta-train batch's statistics, detached
             if self.recorded is None:
                 raise RuntimeError("meta-test pass before any meta-train pass: no statistics")
+            if self.replay_gradient == "straight_through":
+                return self._straight_through_forward(x)
             mean, var = self.recorded
             weight, bias = (self.weight, self.bias) if self.aux is None else (None, None)
             out = F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
@@ -91,6 +94,35 @@ class MetaBatchNorm2d(nn.BatchNorm2d):
         n = x.shape[0]
         return torch.addcmul(beta.view(n, c, 1, 1).to(out.dtype), out,
                              gamma.view(n, c, 1, 1).to(out.dtype))
+
+    def _straight_through_forward(self, x: Tensor) -> Tensor:
+        """Meta-test pass normalised with the meta-train statistics (the values, detached),
+        with BatchNorm's gradient through the meta-test batch's own statistics.
+
+        mean = m_train + (m_own - stop_gradient(m_own)), likewise the variance: the forward
+        value is exactly the meta-train statistics; the backward keeps BatchNorm's
+        projection of the gradient (its invariance to the scale of the preceding weights),
+        which constant statistics lose.
+        """
+        rec_mean, rec_var = self.recorded
+        inst_mean, inst_var = instance_moments(x, keep_grad=True)
+        own_mean = inst_mean.mean(0)
+        own_var = inst_var.mean(0) + (inst_mean - own_mean).pow(2).mean(0)
+        mean = rec_mean + (own_mean - own_mean.detach())
+        var = rec_var + (own_var - own_var.detach())
+        self.last_normalisation = (rec_mean, rec_var)
+        c, n = self.num_features, x.shape[0]
+        if self.aux is None:
+            gamma, beta = self.weight.expand(n, c), self.bias.expand(n, c)
+        else:
+            dg, db = self.corrections(x, (own_mean.detach(), own_var.detach()),
+                                      (inst_mean.detach(), inst_var.detach()))
+            gamma = self.weight * (1 + dg) if self.affine else 1 + dg
+            beta = self.bias + db if self.affine else db
+        scale = gamma * torch.rsqrt(var + self.eps)  # (N, C)
+        shift = beta - mean * scale
+        return torch.addcmul(shift.view(n, c, 1, 1).to(x.dtype), x,
+                             scale.view(n, c, 1, 1).to(x.dtype))
 
     def _eval_forward(self, x: Tensor) -> Tensor:
         """Running statistics; the per-sample affine folded into one pass over x."""
@@ -115,8 +147,8 @@ class MetaBatchNorm2d(nn.BatchNorm2d):
             return 1.0 / float(self.num_batches_tracked)
         return float(self.momentum)
 
-    def corrections(self, x: Tensor, batch_stats: tuple[Tensor, Tensor] | None = None
-                    ) -> tuple[Tensor, Tensor]:
+    def corrections(self, x: Tensor, batch_stats: tuple[Tensor, Tensor] | None = None,
+                    instance: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """(dg, db), each (N, C) in [-bound, bound], for the input x.
 
         The statistics are read without gradient (our choice): the backbone is trained
@@ -125,7 +157,7 @@ class MetaBatchNorm2d(nn.BatchNorm2d):
         """
         assert self.aux is not None
         with torch.no_grad():
-            z = self.relative_statistics(x, batch_stats)
+            z = self.relative_statistics(x, batch_stats, instance)
         raw = self.aux(z)
         c = self.num_features
         dg = self.bound * torch.tanh(raw[:, :c])
@@ -133,15 +165,16 @@ class MetaBatchNorm2d(nn.BatchNorm2d):
         self.last_corrections = (dg.detach(), db.detach())
         return dg, db
 
-    def relative_statistics(self, x: Tensor,
-                            batch_stats: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def relative_statistics(self, x: Tensor, batch_stats: tuple[Tensor, Tensor] | None = None,
+                            instance: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """z (N, 2C): per-sample (or batch) mean and log-std relative to the running statistics.
 
-        `batch_stats` (mean, var) saves recomputing the batch's statistics when known.
+        `batch_stats` / `instance` ((mean, var) of the batch / of each sample) save
+        recomputing them when the caller has them.
         """
         n = x.shape[0]
         if self.stats_source == "instance":
-            mean, var = instance_moments(x)
+            mean, var = instance if instance is not None else instance_moments(x)
         else:  # the whole batch's statistics, the same for every sample (transductive)
             if batch_stats is None:
                 inst_mean, inst_var = instance_moments(x)
@@ -156,7 +189,7 @@ class MetaBatchNorm2d(nn.BatchNorm2d):
         return torch.cat([z_mean, z_log_std], dim=1)
 
 
-def instance_moments(x: Tensor) -> tuple[Tensor, Tensor]:
+def instance_moments(x: Tensor, keep_grad: bool = False) -> tuple[Tensor, Tensor]:
     """Per-sample, per-channel mean and biased variance (N, C) of x (N, C, H, W), in float32.
 
     Computed as E[x] and E[x^2] - E[x]^2 over a view that keeps H*W contiguous in memory for
@@ -170,7 +203,7 @@ def instance_moments(x: Tensor) -> tuple[Tensor, Tensor]:
         flat, dim = x.permute(0, 2, 3, 1).reshape(n, h * w, c), 1
     else:
         flat, dim = x.reshape(n, c, h * w), 2
-    flat = flat.float()
+    flat = flat.float() if keep_grad else flat.float().detach()
     mean = flat.mean(dim)
     mean_sq = (flat * flat).mean(dim)
     return mean, (mean_sq - mean * mean).clamp_min(0)
@@ -195,18 +228,28 @@ def auxiliary_parameters(model: nn.Module) -> list[nn.Parameter]:
     return list(seen.values())
 
 
+REPLAY_GRADIENTS = ("detached", "straight_through")
+
+
 @contextlib.contextmanager
-def meta_test_statistics(model: nn.Module) -> Iterator[None]:
+def meta_test_statistics(model: nn.Module, gradient: str = "detached") -> Iterator[None]:
     """Within the block, every Meta-BN layer in training mode normalises with the statistics
-    of the last training (meta-train) batch, detached, and keeps its running statistics."""
+    of the last training (meta-train) batch, detached, and keeps its running statistics.
+
+    gradient='detached' treats those statistics as constants in the backward pass;
+    'straight_through' back-propagates as BatchNorm does through the batch's own statistics
+    (the forward values stay the meta-train ones).
+    """
+    if gradient not in REPLAY_GRADIENTS:
+        raise ValueError(f"gradient must be one of {REPLAY_GRADIENTS}, got {gradient!r}")
     layers = [m for m in meta_bn_layers(model) if m.training]
     for m in layers:
-        m.replay = True
+        m.replay, m.replay_gradient = True, gradient
     try:
         yield
     finally:
         for m in layers:
-            m.replay = False
+            m.replay, m.replay_gradient = False, "detached"
 
 
 def feature_sizes(model: nn.Module, image_size: int = 32) -> list[int]:
@@ -264,6 +307,6 @@ def meta_batch_norm(aux_net: str = "se_mlp", bound: float = 0.5, stats_source: s
     return make
 
 
-__all__ = ["PLACEMENTS", "STATS_SOURCES", "MetaBatchNorm2d", "auxiliary_parameters",
+__all__ = ["PLACEMENTS", "REPLAY_GRADIENTS", "STATS_SOURCES", "MetaBatchNorm2d", "auxiliary_parameters",
            "corrected_layers", "meta_batch_norm", "meta_bn_layers", "meta_test_statistics",
            "restrict_placement"]
