@@ -244,3 +244,37 @@ def test_tent_adapts_meta_bn_affine_only_and_resets() -> None:
     assert not any(".aux." in k or "running" in k for k in changed)
     protocol.reset()
     torch.testing.assert_close(protocol.predict(x), first)
+
+
+def test_straight_through_meta_test_pass_has_the_values_of_the_detached_one() -> None:
+    meta, _ = _pair("se_mlp", "instance")
+    _with_random_aux(meta, 0.5)
+    x_train = (torch.randn(6, 6, 5, 5) + 1).requires_grad_(True)
+    meta(x_train)
+    x_test = (torch.randn(6, 6, 5, 5) * 3 - 2).requires_grad_(True)
+    running = meta.running_mean.clone()
+    with meta_test_statistics(meta):
+        detached = meta(x_test)
+    with meta_test_statistics(meta, "straight_through"):
+        straight = meta(x_test)
+    torch.testing.assert_close(straight, detached, **TOL)
+    assert torch.equal(meta.running_mean, running)
+    weights = torch.randn_like(straight)
+    grad_x_train, grad_x_test = torch.autograd.grad((straight * weights).sum(),
+                                                    [x_train, x_test], allow_unused=True)
+    assert grad_x_train is None  # nothing flows into the meta-train pass
+    # Reference backward: BatchNorm through the meta-test batch's own statistics, scaled by
+    # the meta-train ones: d/dx of (x - m_own) / sqrt(v_train + eps) * g + (m_own - m_train) ...
+    rec_mean, rec_var = meta.recorded
+    x_ref = x_test.detach().clone().requires_grad_(True)
+    own_mean = x_ref.mean(dim=(0, 2, 3))
+    own_var = x_ref.var(dim=(0, 2, 3), unbiased=False)
+    mean = rec_mean + own_mean - own_mean.detach()
+    var = rec_var + own_var - own_var.detach()
+    dg, db = meta.corrections(x_ref.detach())
+    out = ((x_ref - mean.view(1, -1, 1, 1)) / torch.sqrt(var.view(1, -1, 1, 1) + meta.eps)
+           * (meta.weight * (1 + dg))[:, :, None, None] + (meta.bias + db)[:, :, None, None])
+    (ref_grad,) = torch.autograd.grad((out * weights).sum(), [x_ref])
+    torch.testing.assert_close(grad_x_test, ref_grad, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="straight_through"), meta_test_statistics(meta, "other"):
+        pass

@@ -48,6 +48,7 @@ def _model_and_batch(method: MetaBN, seed: int = 0) -> tuple[torch.nn.Module, Ba
     ("placement", "last", "valid: all, first_stage, first_two_stages"),
     ("stats_source", "running", "valid: instance, batch"),
     ("proxy", "noise", "valid: augmix, validation_corruptions"),
+    ("meta_test_gradient", "full", "valid: detached, straight_through"),
     ("bound", -1.0, "must be >= 0"),
     ("backbone_run", "/x", "post_hoc only"),
     ("colour", 1, "unknown config key 'hparams.colour'"),
@@ -80,10 +81,11 @@ def _capture(model: torch.nn.Module) -> list[list[tuple[torch.Tensor, torch.Tens
     return passes
 
 
-@pytest.mark.parametrize("mode", ["episodic", "joint"])
+@pytest.mark.parametrize(("mode", "gradient"), [("episodic", "detached"), ("joint", "detached"),
+                                              ("episodic", "straight_through")])
 def test_meta_test_pass_uses_meta_train_statistics_and_running_stats_come_from_meta_train(
-        mode: str) -> None:
-    method = _method(training_mode=mode)
+        mode: str, gradient: str) -> None:
+    method = _method(training_mode=mode, meta_test_gradient=gradient)
     model, batch = _model_and_batch(method)
     twin, _ = _model_and_batch(method)
     passes = _capture(model)
