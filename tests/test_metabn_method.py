@@ -64,6 +64,7 @@ def test_every_option_is_a_config_key_with_the_documented_defaults() -> None:
     assert hp["stats_source"] == "instance" and hp["training_mode"] == "episodic"
     assert hp["proxy"] == "augmix" and hp["bound"] == 0.5
     assert hp["meta_train_weight"] == hp["meta_test_weight"] == 1.0
+    assert hp["meta_test_gradient"] == "straight_through"
 
 
 def _capture(model: torch.nn.Module) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
@@ -107,7 +108,7 @@ def test_meta_test_pass_uses_meta_train_statistics_and_running_stats_come_from_m
 
 
 def test_episodic_gradient_is_the_first_order_mldg_gradient() -> None:
-    method = _method(meta_test_weight=0.7)
+    method = _method(meta_test_weight=0.7, meta_test_gradient="detached")
     model, batch = _model_and_batch(method)
     reference, _ = _model_and_batch(method)
     torch.manual_seed(5)

@@ -10,6 +10,9 @@ and beta per sample from the sample's statistics. Training modes:
   w_tr * L_tr(theta) + w_te * L_te(theta'). The meta-test pass normalises with the meta-train
   batch's statistics (detached), so the shift survives normalisation and the auxiliary nets
   have to learn to correct it; BN running statistics come from the meta-train pass only.
+  By default (meta_test_gradient=straight_through, our choice) the backward pass of the
+  meta-test term goes through the meta-test batch's own statistics, as BatchNorm's does;
+  with constant statistics (`detached`) the network failed to train (README, "Meta-BN").
 - `joint`: the same two passes and statistics, without the inner step.
 - `post_hoc`: a trained vanilla backbone and its BN statistics are frozen; only the auxiliary
   nets learn, on clean and proxy views normalised with the running statistics.
@@ -63,7 +66,7 @@ class MetaBNHparams:
     training_mode: str = "episodic"  # episodic | joint | post_hoc
     proxy: str = "augmix"  # augmix | validation_corruptions (uses the 4 extra corruptions)
     proxy_severity: int = 3  # AugMix operation severity
-    meta_test_gradient: str = "detached"  # detached | straight_through (see the README)
+    meta_test_gradient: str = "straight_through"  # straight_through | detached (README)
     meta_train_weight: float = 1.0  # w_tr of the loss
     meta_test_weight: float = 1.0  # w_te of the loss
     inner_lr_scale: float = 1.0  # episodic inner step size, times the current learning rate
