@@ -109,6 +109,8 @@ def _fit(cfg: TrainConfig, data: ArraySet, run_dir: Path, device: torch.device,
     method = build_method(cfg, len(data.classes), device)
     fmt = memory_format(device, cfg.channels_last)
     model = method.build_model().to(device, memory_format=fmt)
+    # post_hoc Meta-BN loads and freezes its backbone here, before ranks synchronise weights
+    method.prepare_training(model, run_dir, data, progress)
     distributed.record(run_dir, distributed.prepare_model(model))
     distributed.check_batch_size(cfg.optim.batch_size)
     loader = DeviceLoader(data.images, data.labels, cfg.optim.batch_size, device, seed=cfg.seed)
@@ -170,7 +172,7 @@ def _epoch(method: Method, model: torch.nn.Module, loader: DeviceLoader,
     for images, labels in bar:
         x = crop_flip(to_float(images, fmt), cfg.data.crop_padding, cfg.data.hflip, gen)
         x, labels = distributed.shard(x), distributed.shard(labels)  # this rank's share
-        batch = method.batch_transform(Batch(x, labels))
+        batch = method.batch_transform(Batch(x, labels, lr=optimizer.param_groups[0]["lr"]))
         with autocast(device, cfg.amp):
             out = method.training_step(model, batch)
         optimizer.zero_grad(set_to_none=True)

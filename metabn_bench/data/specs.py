@@ -57,7 +57,7 @@ def load_split(spec: str, split: str, data_root: str | Path = "data", n: int = 0
     if split not in SPLITS:
         raise UserError(f"unknown split '{split}'; valid: {', '.join(SPLITS)}")
     kind, arg = parse_spec(spec)
-    data = DATASETS.get(kind).loader(arg, split, Path(data_root), n).take(n)
+    data = DATASETS.get(kind).loader(arg, split, Path(data_root), n).take(n).class_mixed()
     if label:
         data = ArraySet(data.images, data.labels, data.classes, label, data.notes)
     return data

@@ -20,6 +20,7 @@ from metabn_bench.methods import selfnorm  # noqa: F401
 from metabn_bench.methods import crossnorm  # noqa: F401
 from metabn_bench.methods import cnsn  # noqa: F401
 from metabn_bench.methods import splitbn  # noqa: F401
+from metabn_bench.methods import metabn  # noqa: F401
 # isort: on
 from metabn_bench.methods.base import Batch, Method, StepResult
 from metabn_bench.methods.registry import METHODS

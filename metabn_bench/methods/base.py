@@ -2,6 +2,7 @@
 
 - `Hparams`: a frozen dataclass of the method's defaults (validated `hparams` config keys).
 - `norm_layer()` / `block_unit()` / `build_model()`: what the architecture is built with.
+- `prepare_training(model, run_dir, train_set, progress)`: set-up before the optimiser exists.
 - `batch_transform(batch)`: batch-level augmentation on the device (images in [0, 1]).
 - `training_step(model, batch)`: the loss (and logits, for the training error).
 - `prepare_eval(model)` and `reset()`: anything the method does at test time.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -18,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metabn_bench.config import TrainConfig, from_dict, to_dict
+from metabn_bench.data.arrays import ArraySet
 from metabn_bench.models import Classifier, build_model
 from metabn_bench.models.norms import NormFactory, UnitFactory, make_norm
 
@@ -31,12 +34,14 @@ class NoHparams:
 class Batch:
     """A training batch on the device: images in [0, 1] NCHW after crop and flip, labels.
 
-    Methods may attach what they need in `extra` (mixed targets, extra views, ...).
+    Methods may attach what they need in `extra` (mixed targets, extra views, ...). `lr` is the
+    optimiser's learning rate at this step (for methods that take an inner step of their own).
     """
 
     x: Tensor
     y: Tensor
     extra: dict[str, Any] = field(default_factory=dict)
+    lr: float = 0.0
 
 
 @dataclass
@@ -94,6 +99,10 @@ class Method:
         return [{"params": [p for p in model.parameters() if p.requires_grad]}]
 
     # -- training ------------------------------------------------------------------------------
+    def prepare_training(self, model: nn.Module, run_dir: Path, train_set: ArraySet,
+                         progress: bool) -> None:
+        """Set the model up before the optimiser is built (nothing for vanilla)."""
+
     def batch_transform(self, batch: Batch) -> Batch:
         """Batch-level augmentation after crop and flip (none for vanilla)."""
         return batch

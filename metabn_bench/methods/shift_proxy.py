@@ -1,0 +1,81 @@
+"""Shift proxies: how Meta-BN's meta-test view is made from the meta-train view.
+
+- `augmix` (default): AugMix chains (Hendrycks et al., ICLR 2020) with the ops that do not
+  overlap the 15 test corruptions, so the test corruptions stay unseen.
+- `validation_corruptions`: the 4 extra corruptions of Hendrycks & Dietterich (ICLR 2019;
+  speckle_noise, gaussian_blur, spatter, saturate), one random (corruption, severity) per
+  batch. They are the benchmark's validation corruptions; results trained with them must say so.
+
+Randomness comes from torch's global generator, which the training loop seeds per
+(seed, epoch), so a resumed run draws the same views.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from metabn_bench.corruptions import CORRUPTIONS, EXTRA, tables
+from metabn_bench.corruptions import registry as corruption_registry
+from metabn_bench.corruptions.rng import ImageRandom
+from metabn_bench.errors import UserError
+
+PROXIES = ("augmix", "validation_corruptions")
+Proxy = Callable[[Tensor], Tensor]  # [0, 1] NCHW -> [0, 1] NCHW of the same shape
+
+
+def validation_corruptions() -> list[str]:
+    """The extra (validation) corruptions implemented in this installation."""
+    return [name for name in EXTRA if name in CORRUPTIONS]
+
+
+def check_proxy(name: str) -> None:
+    """A UserError unless `name` is a proxy that can run here."""
+    if name not in PROXIES:
+        raise UserError(f"unknown shift proxy '{name}'; valid: {', '.join(PROXIES)}")
+    if name == "validation_corruptions" and not validation_corruptions():
+        raise UserError("shift proxy 'validation_corruptions' needs at least one of the extra "
+                        f"corruptions ({', '.join(EXTRA)}) implemented; implemented now: "
+                        f"{', '.join(CORRUPTIONS.names())}")
+    if name == "augmix":
+        try:
+            from metabn_bench.data import augmix  # noqa: F401
+        except ImportError:
+            raise UserError("shift proxy 'augmix' needs metabn_bench.data.augmix, which this "
+                            "installation lacks; use proxy=validation_corruptions") from None
+
+
+def _augmix_proxy(severity: int) -> Proxy:
+    from metabn_bench.data.augmix import augmix
+
+    def proxy(x: Tensor) -> Tensor:
+        return augmix(x, None, severity=severity)
+
+    return proxy
+
+
+def _validation_corruption_proxy() -> Proxy:
+    names = validation_corruptions()
+
+    def proxy(x: Tensor) -> Tensor:
+        draw = torch.randint(0, 1 << 62, (3,))  # corruption, severity, per-image seed
+        name = names[int(draw[0]) % len(names)]
+        severity = 1 + int(draw[1]) % 5
+        preset, _ = tables.choose_preset("auto", x.shape[-1])
+        params = tables.table(preset)[name][severity - 1]
+        rng = ImageRandom(int(draw[2]), name, severity, range(x.shape[0]), x.device)
+        out = corruption_registry.get(name).op(x.float(), params, rng)
+        # Quantise like the stored test sets (uint8 by truncation), back to [0, 1].
+        return corruption_registry.to_uint8(out).to(x.dtype).div_(255.0)
+
+    return proxy
+
+
+def make_proxy(name: str, severity: int = 3) -> Proxy:
+    """The proxy `name`; `severity` is AugMix's operation severity (1..10)."""
+    check_proxy(name)
+    if name == "augmix":
+        return _augmix_proxy(severity)
+    return _validation_corruption_proxy()

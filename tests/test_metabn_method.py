@@ -1,0 +1,287 @@
+"""The `metabn` method: options, the three training modes, meta-test statistics, running
+statistics from the meta-train pass only, shift proxies, resume and evaluation end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from metabn_bench.corruptions import CORRUPTIONS
+from metabn_bench.corruptions.registry import Corruption
+from metabn_bench.data.store import open_set
+from metabn_bench.errors import UserError
+from metabn_bench.evaluate import evaluate
+from metabn_bench.metabn_ablation import write_ablation
+from metabn_bench.metabn_diagnostics import diagnose
+from metabn_bench.methods import Batch, build_method
+from metabn_bench.methods.metabn import MetaBN
+from metabn_bench.methods.shift_proxy import make_proxy
+from metabn_bench.models.metabn import auxiliary_parameters, meta_bn_layers
+from metabn_bench.train import train
+from tests.helpers import tiny_train_config
+
+
+def _method(**hparams: object) -> MetaBN:
+    cfg = tiny_train_config(method="metabn", hparams=hparams)
+    return build_method(cfg, 10, torch.device("cpu"))  # type: ignore[return-value]
+
+
+def _model_and_batch(method: MetaBN, seed: int = 0) -> tuple[torch.nn.Module, Batch]:
+    torch.manual_seed(seed)
+    model = method.build_model()
+    with torch.no_grad():  # an auxiliary net that already corrects
+        for p in auxiliary_parameters(model):
+            p.normal_(0, 0.2)
+    x = torch.rand(16, 3, 32, 32)
+    y = torch.randint(0, 10, (16,))
+    return model.train(), Batch(x, y, lr=0.05)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("aux_net", "lstm", "unknown hparams.aux_net 'lstm'; valid: se_mlp, per_channel, shared"),
+    ("training_mode", "maml", "valid: episodic, joint, post_hoc"),
+    ("placement", "last", "valid: all, first_stage, first_two_stages"),
+    ("stats_source", "running", "valid: instance, batch"),
+    ("proxy", "noise", "valid: augmix, validation_corruptions"),
+    ("meta_test_gradient", "full", "valid: detached, straight_through"),
+    ("bound", -1.0, "must be >= 0"),
+    ("backbone_run", "/x", "post_hoc only"),
+    ("colour", 1, "unknown config key 'hparams.colour'"),
+])
+def test_bad_options_are_user_errors(key: str, value: object, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        _method(**{key: value})
+
+
+def test_every_option_is_a_config_key_with_the_documented_defaults() -> None:
+    hp = _method().resolved_hparams()
+    assert hp["aux_net"] == "se_mlp" and hp["placement"] == "all"
+    assert hp["stats_source"] == "instance" and hp["training_mode"] == "episodic"
+    assert hp["proxy"] == "augmix" and hp["bound"] == 0.5
+    assert hp["meta_train_weight"] == hp["meta_test_weight"] == 1.0
+    assert hp["meta_test_gradient"] == "straight_through"
+
+
+def _capture(model: torch.nn.Module) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Per forward pass, the (mean, var) each layer normalised with."""
+    passes: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+    layers = meta_bn_layers(model)
+
+    def hook(module: torch.nn.Module, args: object, out: object) -> None:
+        if module is layers[0]:
+            passes.append([])
+        passes[-1].append(module.last_normalisation)
+
+    for m in layers:
+        m.register_forward_hook(hook)
+    return passes
+
+
+@pytest.mark.parametrize(("mode", "gradient"), [("episodic", "detached"), ("joint", "detached"),
+                                              ("episodic", "straight_through")])
+def test_meta_test_pass_uses_meta_train_statistics_and_running_stats_come_from_meta_train(
+        mode: str, gradient: str) -> None:
+    method = _method(training_mode=mode, meta_test_gradient=gradient)
+    model, batch = _model_and_batch(method)
+    twin, _ = _model_and_batch(method)
+    passes = _capture(model)
+    train_passes = _capture(twin)
+    torch.manual_seed(5)
+    out = method.training_step(model, batch)
+    twin(method.normalize(batch.x))  # one plain training-mode forward of the meta-train view
+    assert len(passes) == 2  # meta-train, then meta-test
+    for used_train, used_test, reference in zip(passes[0], passes[1], train_passes[0]):
+        torch.testing.assert_close(used_test[0], used_train[0], rtol=0, atol=0)
+        torch.testing.assert_close(used_test[1], used_train[1], rtol=0, atol=0)
+        torch.testing.assert_close(used_train[0], reference[0], rtol=1e-5, atol=1e-5)
+    for a, b in zip(meta_bn_layers(model), meta_bn_layers(twin)):
+        torch.testing.assert_close(a.running_mean, b.running_mean, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a.running_var, b.running_var, rtol=1e-5, atol=1e-6)
+        assert int(a.num_batches_tracked) == 1
+    assert {"loss_meta_train", "loss_meta_test", "dgamma_abs", "dbeta_abs"} <= set(out.logs)
+    assert out.logs["dgamma_abs"] > 0
+
+
+def test_episodic_gradient_is_the_first_order_mldg_gradient() -> None:
+    method = _method(meta_test_weight=0.7, meta_test_gradient="detached")
+    model, batch = _model_and_batch(method)
+    reference, _ = _model_and_batch(method)
+    torch.manual_seed(5)
+    out = method.training_step(model, batch)
+    model.zero_grad()
+    out.loss.backward()
+    # Reference: explicit theta' = theta - lr * g, then g + 0.7 * grad L_te(theta') at theta'.
+    torch.manual_seed(5)
+    x_test = method.normalize(method.proxy(batch.x))
+    x_train = method.normalize(batch.x)
+    loss_train = F.cross_entropy(reference(x_train), batch.y)
+    named = dict(reference.named_parameters())
+    grads_train = dict(zip(named, torch.autograd.grad(loss_train, list(named.values()))))
+    fast = {n: (p - batch.lr * grads_train[n]).detach().requires_grad_(True)
+            for n, p in named.items()}
+    layers = meta_bn_layers(reference)
+    for m in layers:
+        m.replay = True
+    loss_test = F.cross_entropy(functional_call(reference, fast, (x_test,)), batch.y)
+    grads_test = dict(zip(fast, torch.autograd.grad(loss_test, list(fast.values()))))
+    expected_loss = float(loss_train.detach()) + 0.7 * float(loss_test.detach())
+    assert float(out.loss.detach()) == pytest.approx(expected_loss, rel=1e-5)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, grads_train[name] + 0.7 * grads_test[name],
+                                   rtol=1e-4, atol=1e-6, msg=name)
+    assert out.logs["loss_meta_test"] == pytest.approx(float(loss_test.detach()), rel=1e-5)
+
+
+def test_shared_hypernetwork_gets_its_inner_step_in_every_layer() -> None:
+    method = _method(aux_net="shared")
+    model, batch = _model_and_batch(method)
+    before = {id(p) for p in model.parameters()}
+    out = method.training_step(model, batch)
+    out.loss.backward()
+    # Every slot holds its original leaf parameter again (functional_call would leave the
+    # shared hypernetwork's slots holding the inner-step tensors).
+    after = list(model.named_parameters(remove_duplicate=False))
+    assert sum(".hypernet." in n for n, _ in after) > 4
+    assert all(p.is_leaf and id(p) in before for _, p in after)
+    hyper = meta_bn_layers(model)[0].aux.hypernet
+    assert hyper.fc2.weight.grad is not None and hyper.fc2.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("aux_net", ["se_mlp", "per_channel", "shared"])
+@pytest.mark.parametrize("mode", ["episodic", "joint"])
+def test_a_training_step_moves_the_auxiliary_nets_from_zero(mode: str, aux_net: str) -> None:
+    method = _method(training_mode=mode, aux_net=aux_net)
+    torch.manual_seed(0)
+    model = method.build_model().train()
+    opt = torch.optim.SGD(method.parameter_groups(model), lr=0.1)
+    batch = Batch(torch.rand(16, 3, 32, 32), torch.randint(0, 10, (16,)), lr=0.1)
+    for _ in range(2):  # the first step moves the zero last layer, the second the rest
+        out = method.training_step(model, batch)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    out = method.training_step(model, batch)
+    assert out.logs["dgamma_abs"] > 0 and out.logs["dbeta_abs"] > 0
+
+
+def test_placement_first_stage_still_replays_statistics_in_every_layer() -> None:
+    method = _method(placement="first_stage")
+    model, batch = _model_and_batch(method)
+    passes = _capture(model)
+    method.training_step(model, batch)
+    for used_train, used_test in zip(*passes):
+        assert torch.equal(used_train[0], used_test[0])
+
+
+def test_post_hoc_trains_only_the_auxiliary_nets_of_a_frozen_backbone(
+        trained_run: Path, tmp_path: Path) -> None:
+    cfg = tiny_train_config(method="metabn", hparams={"training_mode": "post_hoc",
+                                                      "backbone_run": str(trained_run)})
+    run = train(cfg, tmp_path / "post_hoc", progress=False).run_dir
+    backbone = torch.load(trained_run / "model.pt", weights_only=True)
+    trained = torch.load(run / "model.pt", weights_only=True)
+    for key, value in backbone.items():
+        torch.testing.assert_close(trained[key], value, rtol=0, atol=0, msg=key)
+    aux_keys = [k for k in trained if ".aux." in k]
+    assert aux_keys and any(trained[k].abs().sum() > 0 for k in aux_keys if "fc2" in k)
+
+
+def test_post_hoc_refuses_a_backbone_that_does_not_fit(trained_run: Path) -> None:
+    method = _method(training_mode="post_hoc", backbone_run=str(trained_run))
+    cfg = tiny_train_config(method="metabn", arch="wrn16_2",
+                            hparams={"training_mode": "post_hoc", "backbone_run": str(trained_run)})
+    other = build_method(cfg, 10, torch.device("cpu"))
+    with pytest.raises(UserError, match="post_hoc needs a vanilla wrn16_2 run"):
+        other.prepare_training(other.build_model(), Path("."), None, False)  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="not a finished run"):
+        method.hp = type(method.hp)(training_mode="post_hoc", backbone_run="/nonexistent")
+        method.prepare_training(method.build_model(), Path("."), None, False)  # type: ignore[arg-type]
+
+
+def test_post_hoc_without_a_backbone_trains_one_first(tmp_path: Path) -> None:
+    cfg = tiny_train_config(method="metabn", hparams={"training_mode": "post_hoc"},
+                            data={"train_size": 128})
+    run = train(cfg, tmp_path / "self", progress=False).run_dir
+    assert (run / "backbone" / "done").exists()
+    assert json.loads((run / "backbone" / "config.json").read_text())["method"] == "vanilla"
+
+
+def test_validation_corruption_proxy_is_refused_without_extras_and_uses_them_when_present(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    present = [n for n in ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+               if n in CORRUPTIONS]
+    for name in present:
+        monkeypatch.delitem(CORRUPTIONS._items, name)
+    with pytest.raises(UserError, match="needs at least one of the extra corruptions .* "
+                                        "implemented now: .*gaussian_noise"):
+        _method(proxy="validation_corruptions")
+
+    def brighten(x: torch.Tensor, params: object, rng: object) -> torch.Tensor:
+        return (x + 0.25).clamp(0, 1) * 255
+
+    monkeypatch.setitem(CORRUPTIONS._items, "saturate", Corruption("saturate", brighten, False))
+    proxy = make_proxy("validation_corruptions")
+    x = torch.rand(4, 3, 32, 32) * 0.5
+    torch.testing.assert_close(proxy(x), torch.floor((x + 0.25) * 255) / 255)
+    method = _method(proxy="validation_corruptions")
+    model, batch = _model_and_batch(method)
+    assert torch.isfinite(method.training_step(model, batch).loss)
+
+
+def test_metabn_run_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from metabn_bench import train as train_mod
+
+    cfg = tiny_train_config(method="metabn", epochs=3, data={"train_size": 64})
+    train(cfg, tmp_path / "straight", progress=False)
+    original = train_mod._epoch
+    calls = {"n": 0}
+
+    def interrupted(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(train_mod, "_epoch", original)
+    train(cfg, tmp_path / "resumed", progress=False)
+    a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    rows = [json.loads(x) for x in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert all("loss_meta_test" in r and "dgamma_abs" in r for r in rows)
+
+
+def test_metabn_trains_and_evaluates_end_to_end(tmp_path: Path, corrupted_set: Path) -> None:
+    cfg = tiny_train_config(method="metabn", data={"train_size": 64})
+    run = train(cfg, tmp_path / "run", progress=False).run_dir
+    # (Tent and BN adaptation on Meta-BN layers are checked in test_metabn_layer.py.)
+    rows = evaluate(run, corrupted_set, ("none", "bn"), batch_size=20, progress=False)
+    assert {r["protocol"] for r in rows} == {"none", "bn"}
+    assert all(r["method"] == "metabn" and 0 <= r["error"] <= 100 for r in rows)
+    report = diagnose(run, corrupted_set, severity=5, n=40)
+    layers = report["per_layer"]
+    assert len(layers) == 7 and layers[0]["feature_size"] == 32  # WRN-10-1: 7 BN layers
+    assert all(r["clean/dg"] > 0 for r in layers)
+    assert set(report["errors"]) == {"clean", *open_set(corrupted_set).corruptions}
+    diag_file = tmp_path / "diagnosis.json"
+    diag_file.write_text(json.dumps(report))
+    out = write_ablation([run], corrupted_set, tmp_path / "ablation", "t", {"recipe": "tiny"},
+                         [diag_file])
+    summary = json.loads((out / "summary.json").read_text())
+    assert {(r["method"], r["protocol"]) for r in summary["rows"]} == {
+        ("metabn[run]", "none"), ("metabn[run]", "bn")}
+    assert summary["provenance"]["variants"] == {"metabn[run]": {}}
+    assert "corrections on vs switched off" in (out / "report.md").read_text()
+    for row in rows:  # with the corrections on, the diagnosis sees what evaluation saw
+        if row["protocol"] == "none" and row["severity"] in (0, 5):
+            assert report["errors"][row["corruption"]]["corrections_on"] == pytest.approx(
+                row["error"])
