@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,7 @@ def evaluate(run_dir: str | Path, corrupted: str | Path, protocols: tuple[str, .
     if cset.labels.max() >= num_classes:
         raise UserError(f"the corrupted set has labels up to {int(cset.labels.max())} but the "
                         f"model has {num_classes} classes")
+    _warn_if_class_sorted(cset.labels, protocols)
     rows = fsio.read_jsonl(run_dir / EVAL_FILE)
     vectors = per_image.RunVectors(run_dir)
     done = {_key(r) for r in rows}
@@ -94,6 +96,20 @@ def evaluate(run_dir: str | Path, corrupted: str | Path, protocols: tuple[str, .
                              int((~correct).sum()), seconds))
             fsio.write_jsonl(run_dir / EVAL_FILE, rows)
     return [r for r in rows if r["set_id"] == cset.set_id]
+
+
+def _warn_if_class_sorted(labels: np.ndarray, protocols: tuple[str, ...]) -> None:
+    """Warn when batch-adaptive protocols would see test batches sorted by class.
+
+    BN adaptation and Tent estimate statistics from each test batch; on class-sorted batches
+    they measure label shift, not corruption robustness (released CIFAR-10-C is shuffled;
+    sets made by this version from class-sorted sources are too).
+    """
+    adaptive = [p for p in protocols if parse_protocol(p)[0] != "none"]
+    if adaptive and np.unique(labels).size > 1 and not np.any(np.diff(labels) < 0):
+        warnings.warn(f"the corrupted set's images are sorted by class: protocols "
+                      f"{', '.join(adaptive)} adapt to each test batch and will see one class "
+                      "at a time; make the set again with `metabn-bench corrupt`", stacklevel=2)
 
 
 def _num_classes(run_dir: Path) -> int:

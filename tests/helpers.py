@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,3 +43,33 @@ def shared_lossless() -> tuple[np.ndarray, np.ndarray] | None:
         return None
     with np.load(path) as data:
         return data["images"], data["labels"]
+
+
+def assert_resume_is_exact(cfg: TrainConfig, tmp_path: Path, monkeypatch: Any) -> Path:
+    """Train `cfg` straight and again interrupted after its first epoch (then resumed); assert
+    that both runs end with identical weights. Returns the uninterrupted run directory."""
+    import pytest
+    import torch
+
+    from metabn_bench import train as train_mod
+
+    train_mod.train(cfg, tmp_path / "straight", progress=False)
+    original = train_mod._epoch
+    calls = {"n": 0}
+
+    def interrupted(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_mod.train(cfg, tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(train_mod, "_epoch", original)
+    train_mod.train(cfg, tmp_path / "resumed", progress=False)
+    a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    return tmp_path / "straight"

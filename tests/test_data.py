@@ -37,6 +37,25 @@ def test_balanced_subset_takes_round_robin_in_order() -> None:
     assert balanced_subset(labels, 5).tolist() == [0, 1, 3, 4, 6]
 
 
+def test_class_sorted_sources_are_mixed_for_test_batches(tmp_path: Path) -> None:
+    # A class-sorted test split (a decoded JPEG copy, an ImageFolder tree) would give test
+    # batches of one class, which breaks BN adaptation and Tent: it is put in a fixed order.
+    labels = np.repeat(np.arange(4), 25)
+    images = np.zeros((100, 8, 8, 3), np.uint8)
+    images[..., 0] = np.arange(100, dtype=np.uint8)[:, None, None]  # image i remembers i
+    np.save(tmp_path / "images.npy", images)
+    np.save(tmp_path / "labels.npy", labels)
+    for n in (0, 40):
+        a = load_split(f"npy:{tmp_path}", "test", n=n)
+        b = load_split(f"npy:{tmp_path}", "test", n=n)
+        assert np.array_equal(a.labels, b.labels) and np.array_equal(a.images, b.images)
+        assert np.bincount(a.labels[:20], minlength=4).max() < 20  # batches mix classes
+        assert np.array_equal(labels[a.images[:, 0, 0, 0]], a.labels)  # pairs kept
+        assert "order" in a.notes
+    shuffled = load_split("synthetic", "test", n=50)  # already mixed: order untouched
+    assert "order" not in shuffled.notes
+
+
 def test_npy_dir_with_splits(npy_dataset: Path) -> None:
     train = load_split(f"npy:{npy_dataset}", "train")
     test = load_split(f"npy:{npy_dataset}", "test", n=20)

@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from metabn_bench.baseline import GATE_PRESET, GATE_TOLERANCE, run_gate_suite, update_baseline
+from metabn_bench.baseline import (
+    GATE_PRESET,
+    GATE_TOLERANCE,
+    clear_work_dir,
+    run_gate_suite,
+    update_baseline,
+)
 from metabn_bench.check import compare, load_summary
 from metabn_bench.cli import app
 from metabn_bench.errors import UserError
@@ -71,6 +77,20 @@ def test_update_baseline_reruns_from_scratch_and_replaces_the_results(tmp_path: 
     (tmp_path / "mine" / "thesis.tex").write_text("x")
     with pytest.raises(UserError, match="not a baseline work directory"):
         update_baseline(GATE_PRESET, target, overrides=TINY, work_dir=tmp_path / "mine")
+
+
+def test_a_suite_work_directory_is_cleared_and_a_foreign_one_refused(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    for name in ("corrupted", "train", "logs"):
+        (work / name).mkdir(parents=True)
+    (work / "plan.json").write_text("{}")  # what a finished suite leaves behind
+    clear_work_dir(work)
+    assert not work.exists()
+    (work / "train").mkdir(parents=True)
+    (work / "thesis.tex").write_text("x")
+    with pytest.raises(UserError, match="thesis.tex: not a baseline work directory"):
+        clear_work_dir(work)
+    assert (work / "thesis.tex").is_file()
 
 
 def _summary(path: Path, rows: list[dict], source: str = "synthetic shapes v1") -> Path:

@@ -23,7 +23,7 @@ from metabn_bench.methods.metabn import MetaBN
 from metabn_bench.methods.shift_proxy import make_proxy
 from metabn_bench.models.metabn import auxiliary_parameters, meta_bn_layers
 from metabn_bench.train import train
-from tests.helpers import tiny_train_config
+from tests.helpers import assert_resume_is_exact, tiny_train_config
 
 
 def _method(**hparams: object) -> MetaBN:
@@ -234,28 +234,8 @@ def test_validation_corruption_proxy_is_refused_without_extras_and_uses_them_whe
 
 
 def test_metabn_run_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from metabn_bench import train as train_mod
-
     cfg = tiny_train_config(method="metabn", epochs=3, data={"train_size": 64})
-    train(cfg, tmp_path / "straight", progress=False)
-    original = train_mod._epoch
-    calls = {"n": 0}
-
-    def interrupted(*args: object, **kwargs: object) -> object:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(train_mod, "_epoch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(train_mod, "_epoch", original)
-    train(cfg, tmp_path / "resumed", progress=False)
-    a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
-    b = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    assert_resume_is_exact(cfg, tmp_path, monkeypatch)
     rows = [json.loads(x) for x in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
     assert all("loss_meta_test" in r and "dgamma_abs" in r for r in rows)
 

@@ -13,7 +13,7 @@ from metabn_bench.config import preset_dict, preset_names
 from metabn_bench.data.augment import crop_flip
 from metabn_bench.errors import UserError
 from metabn_bench.methods import METHODS, Batch, Method, build_method
-from tests.helpers import tiny_train_config
+from tests.helpers import assert_resume_is_exact, tiny_train_config
 
 
 def make(name: str, **hparams: object) -> tuple[Method, nn.Module]:
@@ -102,25 +102,6 @@ def test_bad_hparam_values_are_user_errors(name: str, hparams: dict) -> None:
 @pytest.mark.parametrize("name", ["cutmix", "augmix"])
 def test_random_methods_resume_exactly(name: str, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Methods draw their randomness from the per-epoch seeded RNG, so resuming is exact."""
-    from metabn_bench import train as train_mod
-
     cfg = tiny_train_config(method=name, epochs=2, data={"train_size": 64},
                             optim={"batch_size": 32})
-    train_mod.train(cfg, tmp_path / "straight", progress=False)
-    original = train_mod._epoch
-    calls = {"n": 0}
-
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(train_mod, "_epoch", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        train_mod.train(cfg, tmp_path / "resumed", progress=False)
-    monkeypatch.setattr(train_mod, "_epoch", original)
-    train_mod.train(cfg, tmp_path / "resumed", progress=False)
-    a = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
-    b = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_resume_is_exact(cfg, tmp_path, monkeypatch)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from metabn_bench.config import CorruptConfig
 from metabn_bench.corruptions.generate import corrupt_dataset
 from metabn_bench.data.store import open_set
 from metabn_bench.data.synthetic import make_split
-from metabn_bench.evaluate import _Evaluator, evaluate
+from metabn_bench.evaluate import _Evaluator, _warn_if_class_sorted, evaluate
 from metabn_bench.models import build_model
 from metabn_bench.train import load_config
 
@@ -127,3 +128,13 @@ def test_a_cell_does_not_depend_on_the_cells_before_it(trained_run: Path, small_
     used = _Evaluator(trained_run, cfg, 10, torch.device("cpu"), spec)
     used.correct(np.asarray(a), cset.labels, 10)
     assert int((~used.correct(np.asarray(b), cset.labels, 10)).sum()) == alone
+
+
+def test_class_sorted_test_sets_warn_for_adaptive_protocols() -> None:
+    sorted_labels = np.repeat(np.arange(3), 4)
+    with pytest.warns(UserWarning, match="sorted by class"):
+        _warn_if_class_sorted(sorted_labels, ("none", "bn"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_if_class_sorted(sorted_labels, ("none",))  # per-image protocol: no effect
+        _warn_if_class_sorted(np.array([0, 2, 1, 0, 1, 2]), ("tent",))  # mixed: fine

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from metabn_bench.models import metabn  # noqa: F401  (registers the 'metabn' norm layer)
-from metabn_bench.models import split_bn  # noqa: F401  (registers the split_bn norm)
+from metabn_bench.models import (
+    metabn,  # noqa: F401  (registers the 'metabn' norm layer)
+    split_bn,  # noqa: F401  (registers the split_bn norm)
+)
 from metabn_bench.models.common import Classifier
 from metabn_bench.models.norms import NormFactory, UnitFactory, make_norm
 from metabn_bench.models.resnet import BasicBlock, PreActBlock, ResNet

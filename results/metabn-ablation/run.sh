@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train and evaluate one Meta-BN variant (or vanilla) of the ablation on CIFAR-10 (JPEG copy)
-# with the CPU-sized recipe (cifar10-cpu at commit 9374f99: WRN-10-1, 6 epochs, Nesterov SGD
+# with the CPU-sized recipe (the cifar10-cpu preset: WRN-10-1, 6 epochs, Nesterov SGD
 # lr 0.1 cosine, batch 128, wd 5e-4, crop + flip), then evaluate it on the corrupted set.
 #
 #   results/metabn-ablation/run.sh VARIANT SEED [hparams.key=value ...]
