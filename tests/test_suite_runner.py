@@ -55,10 +55,17 @@ def _progress(work: Path) -> int:
     return n
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _kill_when(args: list[str], work: Path, threshold: int, sig: int) -> tuple[bool, int, str]:
     """Start the CLI, send `sig` once the suite's progress reaches `threshold`."""
+    # A shell that starts the tests in the background (`cmd &`) makes them ignore SIGINT, and
+    # Python keeps an ignored SIGINT ignored: give the suite the default disposition back.
     proc = subprocess.Popen([sys.executable, "-m", "metabn_bench", *args], env=cli_env(),
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     deadline = time.monotonic() + 300
     while proc.poll() is None and _progress(work) < threshold and time.monotonic() < deadline:
         time.sleep(0.02)
