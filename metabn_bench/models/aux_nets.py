@@ -37,14 +37,13 @@ def _unpairs(o: Tensor) -> Tensor:
     return torch.cat([o[..., 0], o[..., 1]], dim=1)
 
 
-class SEMLPAux(nn.Module):
-    """2C -> hidden -> 2C with ReLU (the default auxiliary net)."""
+class _ZeroOutputMLP(nn.Module):
+    """in -> hidden -> out with ReLU, the output layer starting at zero."""
 
-    def __init__(self, channels: int, reduction: int = 16, min_hidden: int = 8) -> None:
+    def __init__(self, in_features: int, hidden: int, out_features: int) -> None:
         super().__init__()
-        hidden = max(channels // max(reduction, 1), min_hidden)
-        self.fc1 = nn.Linear(2 * channels, hidden)
-        self.fc2 = nn.Linear(hidden, 2 * channels)
+        self.fc1 = nn.Linear(in_features, hidden)
+        self.fc2 = nn.Linear(hidden, out_features)
         self.reset_last_layer()
 
     def reset_last_layer(self) -> None:
@@ -54,6 +53,13 @@ class SEMLPAux(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return self.fc2(F.relu(self.fc1(z)))
+
+
+class SEMLPAux(_ZeroOutputMLP):
+    """2C -> hidden -> 2C with ReLU (the default auxiliary net)."""
+
+    def __init__(self, channels: int, reduction: int = 16, min_hidden: int = 8) -> None:
+        super().__init__(2 * channels, max(channels // max(reduction, 1), min_hidden), 2 * channels)
 
 
 class PerChannelAux(nn.Module):
@@ -79,22 +85,11 @@ class PerChannelAux(nn.Module):
         return _unpairs(torch.einsum("nck,cjk->ncj", h, self.w2) + self.b2)
 
 
-class SharedHypernet(nn.Module):
+class SharedHypernet(_ZeroOutputMLP):
     """One MLP (2 + EMBED_DIM) -> SHARED_HIDDEN -> 2 shared by every layer and channel."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(2 + EMBED_DIM, SHARED_HIDDEN)
-        self.fc2 = nn.Linear(SHARED_HIDDEN, 2)
-        self.reset_last_layer()
-
-    def reset_last_layer(self) -> None:
-        """Zero the output layer (corrections start at exactly zero)."""
-        nn.init.zeros_(self.fc2.weight)
-        nn.init.zeros_(self.fc2.bias)
-
-    def forward(self, features: Tensor) -> Tensor:
-        return self.fc2(F.relu(self.fc1(features)))
+        super().__init__(2 + EMBED_DIM, SHARED_HIDDEN, 2)
 
 
 class SharedAux(nn.Module):
