@@ -114,6 +114,22 @@ def test_relative_statistics_follow_the_definition() -> None:
     assert torch.equal(zb[0], zb[2])  # the batch's statistics, the same for every sample
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cache_sized_chunks_give_the_moments_of_the_whole_batch_bit_for_bit(
+        channels_last: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from metabn_bench.models import metabn
+
+    x = torch.randn(11, 5, 7, 7) * 3 + 1
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    whole = metabn.instance_moments(x, keep_grad=True)
+    monkeypatch.setattr(metabn, "_CHUNK_BYTES", 3 * 5 * 7 * 7 * 4)  # chunks of 3 samples
+    chunked = metabn.instance_moments(x)
+    for a, b in zip(whole, chunked):
+        assert torch.equal(a.detach(), b)
+    torch.testing.assert_close(chunked[1], x.var(dim=(2, 3), unbiased=False), **TOL)
+
+
 def test_meta_test_pass_normalises_with_the_detached_meta_train_statistics() -> None:
     meta, _ = _pair("se_mlp", "instance")
     _with_random_aux(meta, 0.5)
