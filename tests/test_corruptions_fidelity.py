@@ -154,3 +154,18 @@ def test_bilinear_sampling_matches_scipy_reflect() -> None:
     ours = sample_bilinear(torch.from_numpy(image)[None, None], torch.from_numpy(rows)[None],
                            torch.from_numpy(cols)[None], "symmetric")
     np.testing.assert_allclose(ours[0, 0].numpy(), expected, atol=1e-5)
+
+
+def test_jpeg_falls_back_to_pil_when_torchvision_disagrees(monkeypatch: pytest.MonkeyPatch) -> None:
+    from metabn_bench.corruptions import digital
+
+    images = _synthetic(32)
+    p = tables.params("cifar", "jpeg_compression", 3)
+    expected = np.stack([ref.DETERMINISTIC["jpeg_compression"](im, p) for im in images])
+    digital.jpeg_codec.cache_clear()
+    monkeypatch.setattr(digital, "_torchvision_roundtrip", lambda im, q: im ^ 1)  # a wrong codec
+    try:
+        assert digital.jpeg_codec() == "pil"
+        assert np.array_equal(corrupt_images(images, "jpeg_compression", 3, p, 0, CPU), expected)
+    finally:
+        digital.jpeg_codec.cache_clear()

@@ -3,7 +3,9 @@ pixelate, JPEG, and the extra saturate."""
 
 from __future__ import annotations
 
+import functools
 import io
+import warnings
 
 import numpy as np
 import torch
@@ -15,6 +17,11 @@ from metabn_bench.corruptions.filters import gaussian_filter, pil_resize_box
 from metabn_bench.corruptions.geometry import affine_from_points, affine_warp, sample_bilinear
 from metabn_bench.corruptions.registry import clip255, corruption
 from metabn_bench.corruptions.rng import ImageRandom
+
+# torchvision 0.29 warns on every JPEG call that its codecs are deprecated; jpeg_codec()
+# falls back to PIL once they are gone, so the warning tells our users nothing.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities",
+                        category=DeprecationWarning)
 
 
 @corruption("contrast", random=False)
@@ -42,19 +49,53 @@ def pixelate(x: Tensor, factor: float, rng: ImageRandom) -> Tensor:
     return pil_resize_box(small, h, w).to(x.dtype)
 
 
-def _jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, "JPEG", quality=quality)
-    buf.seek(0)
-    return np.asarray(Image.open(buf))
+def _pil_roundtrip(images: np.ndarray, quality: int) -> np.ndarray:
+    """PIL JPEG save at `quality` and reload, per image of (B, H, W, 3) uint8 (the reference)."""
+    out = []
+    for image in images:
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, "JPEG", quality=quality)
+        buf.seek(0)
+        out.append(np.asarray(Image.open(buf)))
+    return np.stack(out)
+
+
+def _torchvision_roundtrip(images: np.ndarray, quality: int) -> np.ndarray:
+    """The same round trip through torchvision's libjpeg bindings: one C++ call per batch."""
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    chw = list(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2))
+    decoded = decode_jpeg(encode_jpeg(chw, quality=quality))
+    return torch.stack(decoded).permute(0, 2, 3, 1).numpy()
+
+
+@functools.cache
+def jpeg_codec() -> str:
+    """'torchvision' when its codec gives PIL's bytes, else 'pil'.
+
+    Both wrap libjpeg(-turbo) with the same defaults (4:2:0 chroma, islow DCT, quality-scaled
+    standard tables); on 1,000 CIFAR-10 test images at nine qualities the two agreed on every
+    byte, and torchvision took 3.5x less CPU (no per-image Python and PIL objects). A build
+    whose libjpeg differs would change the output, so the choice is checked once per process
+    on a fixed noise image at two qualities and falls back to PIL on any difference, or
+    when torchvision no longer has the codec (deprecated there since 0.29).
+    """
+    probe = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    try:
+        same = all(np.array_equal(_torchvision_roundtrip(probe, q), _pil_roundtrip(probe, q))
+                   for q in (15, 80))
+    except (ImportError, AttributeError, RuntimeError):  # no image codec in this torchvision
+        same = False
+    return "torchvision" if same else "pil"
 
 
 @corruption("jpeg_compression", random=False)
 def jpeg_compression(x: Tensor, quality: int, rng: ImageRandom) -> Tensor:
-    """PIL JPEG save at `quality` and reload, per image on the CPU (the reference's own codec;
-    on CUDA the batch goes to the CPU and back)."""
+    """JPEG save at `quality` and reload, as the reference does with PIL, on the CPU (on
+    CUDA the batch goes to the CPU and back: the GPU codec is not libjpeg)."""
     images = torch.round(x * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    out = np.stack([_jpeg_roundtrip(im, int(quality)) for im in images])
+    roundtrip = _torchvision_roundtrip if jpeg_codec() == "torchvision" else _pil_roundtrip
+    out = roundtrip(images, int(quality))
     return torch.from_numpy(out).to(x.device).permute(0, 3, 1, 2).to(x.dtype)
 
 
