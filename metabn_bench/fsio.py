@@ -89,6 +89,27 @@ def save_npy(path: str | Path, array: np.ndarray) -> None:
         np.save(fh, array, allow_pickle=False)
 
 
+def save_npy_blocks(path: str | Path, blocks: list[np.ndarray]) -> str:
+    """Atomically save the concatenation of `blocks` (along axis 0) as one .npy file, without
+    building it in memory; returns the file's sha256, computed while writing (no re-read).
+
+    The bytes are those np.save writes for the concatenated array (format version 1.0).
+    """
+    first = blocks[0]
+    shape = (sum(b.shape[0] for b in blocks), *first.shape[1:])
+    header = {"descr": np.lib.format.dtype_to_descr(first.dtype), "fortran_order": False,
+              "shape": shape}
+    h = hashlib.sha256()
+    with atomic_open(path, "wb") as fh:
+        head = io.BytesIO()
+        np.lib.format.write_array_header_1_0(head, header)
+        for data in [head.getvalue(), *(np.ascontiguousarray(b, first.dtype).reshape(-1)
+                                        .view(np.uint8) for b in blocks)]:
+            h.update(data)
+            fh.write(data)
+    return h.hexdigest()
+
+
 def npy_bytes(array: np.ndarray) -> bytes:
     """The .npy encoding of an array (for hashing without touching disk)."""
     buf = io.BytesIO()

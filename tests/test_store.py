@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from metabn_bench import fsio
 from metabn_bench.config import CorruptConfig
 from metabn_bench.corruptions.generate import corrupt_dataset
 from metabn_bench.data.store import open_set
@@ -111,3 +112,18 @@ def test_a_different_set_in_the_same_directory_is_refused(tmp_path: Path) -> Non
         corrupt_dataset(clean, tmp_path, CorruptConfig(preset="cifar", seed=1,
                                                        corruptions=("contrast",)),
                         torch.device("cpu"), progress=False)
+
+
+@pytest.mark.parametrize(("dtype", "shapes"), [
+    (np.uint8, [(3, 4, 4, 3), (2, 4, 4, 3), (5, 4, 4, 3)]),
+    (np.int64, [(7,)]),
+    (np.float32, [(1, 2), (0, 2), (4, 2)]),
+])
+def test_blocks_are_saved_as_np_save_saves_their_concatenation(
+        tmp_path: Path, dtype: type, shapes: list[tuple[int, ...]]) -> None:
+    rng = np.random.default_rng(0)
+    blocks = [(rng.random(s) * 200).astype(dtype) for s in shapes]
+    digest = fsio.save_npy_blocks(tmp_path / "a.npy", blocks)
+    fsio.save_npy(tmp_path / "b.npy", np.concatenate(blocks))
+    assert (tmp_path / "a.npy").read_bytes() == (tmp_path / "b.npy").read_bytes()
+    assert digest == fsio.sha256_file(tmp_path / "b.npy")

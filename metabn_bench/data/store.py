@@ -157,6 +157,9 @@ def verify_hashes(root: Path, manifest: dict[str, Any]) -> None:
                             f"(modified or truncated); regenerate {name}")
 
 
+KEEP_CELL_BYTES = 1 << 30  # per corruption: all CIFAR and Tiny-ImageNet sets, not ImageNet's
+
+
 class SetWriter:
     """Writes a corrupted set incrementally, resumable at (corruption, severity) granularity.
 
@@ -184,17 +187,17 @@ class SetWriter:
         self.manifest: dict[str, Any] = existing or {
             "format": FORMAT, "set_id": self.set_id, **identity, **extra_meta, "files": {}}
         self.root.mkdir(parents=True, exist_ok=True)
+        self._cells: dict[tuple[str, int], np.ndarray] = {}
         if "labels" not in self.manifest["files"]:
-            self._add("labels", "labels.npy", np.tile(labels.astype(np.int64), 5), "labels")
-            self._add("clean", "clean.npy", np.ascontiguousarray(clean_images), "clean")
+            self._add("labels", "labels.npy", [np.tile(labels.astype(np.int64), 5)], "labels")
+            self._add("clean", "clean.npy", [clean_images], "clean")
             self._save_manifest()
 
-    def _add(self, name: str, filename: str, array: np.ndarray, kind: str) -> None:
+    def _add(self, name: str, filename: str, blocks: list[np.ndarray], kind: str) -> None:
         path = self.root / filename
-        fsio.save_npy(path, array)
+        digest = fsio.save_npy_blocks(path, blocks)
         self.manifest["files"][name] = {"file": filename, "kind": kind,
-                                        "bytes": path.stat().st_size,
-                                        "sha256": fsio.sha256_file(path)}
+                                        "bytes": path.stat().st_size, "sha256": digest}
 
     def _save_manifest(self) -> None:
         fsio.write_json(self.root / MANIFEST, self.manifest)
@@ -215,12 +218,17 @@ class SetWriter:
         if images.shape[0] != self.n or images.dtype != np.uint8:
             raise ValueError(f"cell {corruption}/{severity}: bad array {images.dtype} {images.shape}")
         fsio.save_npy(self._part(corruption, severity), images)
+        # Kept until the corruption is joined, which then reads no part back from disk; not
+        # at ImageNet size, where one corruption's cells are tens of GB.
+        if images.nbytes * len(self.severities) <= KEEP_CELL_BYTES:
+            self._cells[(corruption, severity)] = images
 
     def finish(self, corruption: str, params: list[Any]) -> None:
         """Join the severities of `corruption` into `<corruption>.npy` and record it."""
         parts = [self._part(corruption, s) for s in self.severities]
-        blocks = [np.load(p) for p in parts]
-        self._add(corruption, f"{corruption}.npy", np.concatenate(blocks), "corruption")
+        blocks = [self._cells.pop((corruption, s), None) for s in self.severities]
+        blocks = [np.load(p) if b is None else b for p, b in zip(parts, blocks)]
+        self._add(corruption, f"{corruption}.npy", blocks, "corruption")
         self.manifest.setdefault("params", {})[corruption] = params
         self._save_manifest()
         for p in parts:
