@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 from tabulate import tabulate
 
-from metabn_bench import provenance
+from metabn_bench import fsio, provenance
 from metabn_bench.config import TrainConfig, from_dict, to_dict
 from metabn_bench.data.augment import crop_flip
 from metabn_bench.device import autocast, memory_format, resolve_device
@@ -53,6 +53,8 @@ def eval_variants(arch: str, device: torch.device, n_images: int,
     specs = [("vanilla", "vanilla", {})] + [
         (f"metabn ({aux})", "metabn", {"aux_net": aux}) for aux in ("se_mlp", "per_channel",
                                                                     "shared")]
+    # The cheaper placement: corrections only where the feature maps are largest.
+    specs.append(("metabn (se_mlp, first_stage)", "metabn", {"placement": "first_stage"}))
     for name, method_name, hparams in specs:
         cfg = _config(method_name, arch, 128, hparams, str(device))
         method = build_method(cfg, 10, device)
@@ -178,7 +180,7 @@ def main() -> None:
         record = {"provenance": provenance.environment(device), "arguments": to_dict(vars(args)),
                   "eval_seconds_per_batch": evals, "train_seconds_per_step": trains}
         record["arguments"]["out"] = str(args.out)
-        args.out.write_text(json.dumps(record, indent=2, default=str))
+        fsio.write_text(args.out, json.dumps(record, indent=2, default=str) + "\n")
 
 
 if __name__ == "__main__":
