@@ -27,6 +27,9 @@ from metabn_bench.report import build_report, collect_rows, markdown_report
 from metabn_bench.train import load_config
 
 SEED_SUFFIX = re.compile(r"-s\d+$")
+# Options that name another run of the same seed (post_hoc's backbone): they differ between
+# the seeds of one variant by design.
+PER_SEED_OPTIONS = ("backbone_run",)
 
 
 def variant_name(run_dir: Path) -> str:
@@ -51,7 +54,8 @@ def ablation_rows(run_dirs: list[Path], set_id: str) -> tuple[list[dict[str, Any
         label = load_config(run_dir).method
         if label == "metabn":
             label = f"metabn[{variant_name(run_dir)}]"
-        options = changed_options(run_dir)
+        options = {k: "(one per seed)" if k in PER_SEED_OPTIONS else v
+                   for k, v in changed_options(run_dir).items()}
         if variants.setdefault(label, options) != options:
             raise UserError(f"runs named '{label}' have different options; rename one")
         found = [r for r in collect_rows([run_dir]) if r["set_id"] == set_id]

@@ -4,6 +4,7 @@ statistics from the meta-train pass only, shift proxies, resume and evaluation e
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -260,6 +261,16 @@ def test_metabn_trains_and_evaluates_end_to_end(tmp_path: Path, corrupted_set: P
     assert {(r["method"], r["protocol"]) for r in summary["rows"]} == {
         ("metabn[run]", "none"), ("metabn[run]", "bn")}
     assert summary["provenance"]["variants"] == {"metabn[run]": {}}
+    for seed in (0, 1):  # two seeds of a post_hoc variant, each on its own backbone
+        copy = tmp_path / f"ph-s{seed}"
+        shutil.copytree(run, copy)
+        cfg = json.loads((copy / "config.json").read_text())
+        cfg["hparams"].update(training_mode="post_hoc", backbone_run=f"/runs/vanilla-s{seed}")
+        (copy / "config.json").write_text(json.dumps(cfg))
+    seeds_out = write_ablation([tmp_path / "ph-s0", tmp_path / "ph-s1"], corrupted_set,
+                               tmp_path / "ablation2", "t", {}, [])
+    assert json.loads((seeds_out / "summary.json").read_text())["provenance"]["variants"] == {
+        "metabn[ph]": {"training_mode": "post_hoc", "backbone_run": "(one per seed)"}}
     assert "corrections on vs switched off" in (out / "report.md").read_text()
     for row in rows:  # with the corrections on, the diagnosis sees what evaluation saw
         if row["protocol"] == "none" and row["severity"] in (0, 5):
