@@ -19,11 +19,11 @@ from typing import Any
 
 from tabulate import tabulate
 
-from metabn_bench import fsio, provenance
+from metabn_bench import fsio, per_image, provenance
 from metabn_bench.data.store import open_set
 from metabn_bench.errors import UserError
 from metabn_bench.methods.metabn import MetaBN
-from metabn_bench.report import build_report, collect_rows, markdown_report
+from metabn_bench.report import build_report, collect, markdown_report
 from metabn_bench.train import load_config
 
 SEED_SUFFIX = re.compile(r"-s\d+$")
@@ -46,10 +46,13 @@ def changed_options(run_dir: Path) -> dict[str, Any]:
     return {k: v for k, v in cfg.hparams.items() if defaults.get(k) != v}
 
 
-def ablation_rows(run_dirs: list[Path], set_id: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Cell rows of the runs on one corrupted set, methods renamed per variant; and variants."""
+def ablation_rows(run_dirs: list[Path], set_id: str
+                  ) -> tuple[list[dict[str, Any]], dict[str, Any], per_image.PerImage]:
+    """Cell rows of the runs on one corrupted set, methods renamed per variant; the variants;
+    and the per-image vectors (for paired intervals; keyed by run, not by method name)."""
     rows: list[dict[str, Any]] = []
     variants: dict[str, dict[str, Any]] = {}
+    vectors: per_image.PerImage = {}
     for run_dir in run_dirs:
         label = load_config(run_dir).method
         if label == "metabn":
@@ -58,11 +61,13 @@ def ablation_rows(run_dirs: list[Path], set_id: str) -> tuple[list[dict[str, Any
                    for k, v in changed_options(run_dir).items()}
         if variants.setdefault(label, options) != options:
             raise UserError(f"runs named '{label}' have different options; rename one")
-        found = [r for r in collect_rows([run_dir]) if r["set_id"] == set_id]
+        collected = collect([run_dir])
+        found = [r for r in collected.rows if r["set_id"] == set_id]
         if not found:
             raise UserError(f"run '{run_dir}' has no evaluation rows on set {set_id}")
         rows += [{**r, "method": label} for r in found]
-    return rows, variants
+        vectors.update(collected.vectors)
+    return rows, variants, vectors
 
 
 def diagnostics_table(paths: list[Path]) -> str:
@@ -86,11 +91,11 @@ def write_ablation(run_dirs: list[Path], corrupted: Path, out: Path, title: str,
                    notes: dict[str, Any], diagnostics: list[Path]) -> Path:
     """summary.json, cells.csv and report.md of the ablation in `out`."""
     cset = open_set(corrupted, verify=False)
-    rows, variants = ablation_rows(run_dirs, cset.set_id)
+    rows, variants, vectors = ablation_rows(run_dirs, cset.set_id)
     prov = {**provenance.environment("cpu"), "data_source": cset.source,
             "corrupted_set": f"{corrupted} (set {cset.set_id}, {cset.n} images)",
             "runs": [str(p) for p in run_dirs], "variants": variants, **notes}
-    report = build_report(rows, prov)
+    report = build_report(rows, prov, vectors=vectors)
     out.mkdir(parents=True, exist_ok=True)
     fsio.write_text(out / "cells.csv", report["frame"].to_csv(index=False))
     fsio.write_json(out / "summary.json", report["summary"])
