@@ -121,6 +121,8 @@ def definitions(baseline: str, reference: dict[str, Any] | None) -> dict[str, st
         f"delta_clean_error_vs_{b}": f"clean_error minus that of {b} under the same protocol",
         f"delta_mce_vs_{b}_ci95": "95% paired-bootstrap interval of the delta over test images "
                                   "(see 'statistics'; null without per-image results)",
+        f"delta_mce_vs_{b}_paired": "the paired delta that interval is about: over the seeds both "
+                                    "rows have (differs from delta_mce_vs_* when their seeds differ)",
         f"win_tie_loss_vs_{b}": "common corruptions whose paired delta interval lies below 0 "
                                 "(win), above 0 (loss) or contains 0 (tie)",
         "reported": "published numbers (resources/published.yaml) shown only where data set, "
@@ -145,6 +147,7 @@ def _attach(rows: list[dict[str, Any]], comparisons: list[stats.Comparison], bas
         ok = comp is not None and comp.reason is None
         r[f"delta_clean_error_vs_{baseline}_ci95"] = comp.clean.as_list() if ok and comp.clean else None
         r[f"delta_mce_vs_{baseline}_ci95"] = comp.mce.as_list() if ok and comp.mce else None
+        r[f"delta_mce_vs_{baseline}_paired"] = comp.mce.estimate if ok and comp.mce else None
         r[f"win_tie_loss_vs_{baseline}"] = comp.win_tie_loss() if ok and comp.corruptions else None
         r[f"paired_seeds_vs_{baseline}"] = comp.seeds if ok and comp.seeds_paired else None
         if comp is not None and comp.reason:

@@ -137,6 +137,7 @@ def test_every_format_and_the_public_schema(tmp_path: Path) -> None:
     cut = next(r for r in summary["rows"] if r["method"] == "cutout" and r["protocol"] == "none")
     lo, hi = cut["delta_mce_vs_vanilla_ci95"]
     assert lo <= cut["delta_mce_vs_vanilla"] <= hi
+    assert cut["delta_mce_vs_vanilla_paired"] == pytest.approx(cut["delta_mce_vs_vanilla"])
     assert cut["win_tie_loss_vs_vanilla"]["win"] == ["gaussian_noise"]
     assert summary["statistics"]["resamples"] == 200
     assert summary["baseline"]["normalization_reference"]["protocol"] == "none"
