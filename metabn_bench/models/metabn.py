@@ -223,7 +223,7 @@ def _chunked_moments(flat: Tensor, dim: int) -> tuple[Tensor, Tensor]:
     """(E[x], E[x^2]) over `dim` of a 3-D view, for chunks of samples at a time on the CPU
     (one chunk on an accelerator, where a loop only adds launches)."""
     n = flat.shape[0]
-    per_sample = flat[0].numel() * 4  # float32 bytes
+    per_sample = flat.numel() // max(n, 1) * 4  # float32 bytes
     step = n if flat.device.type != "cpu" else max(1, _CHUNK_BYTES // max(1, per_sample))
     if step >= n:
         f = flat.float()
