@@ -229,13 +229,18 @@ def _chunked_moments(flat: Tensor, dim: int) -> tuple[Tensor, Tensor]:
         f = flat.float()
         return f.mean(dim), (f * f).mean(dim)
     c = flat.shape[3 - dim]  # the other non-sample dimension
-    mean = flat.new_empty((n, c), dtype=torch.float32)
-    mean_sq = torch.empty_like(mean)
+    total = flat.new_empty((n, c), dtype=torch.float32)
+    total_sq = torch.empty_like(total)
+    square = flat.new_empty(flat[:step].shape, dtype=torch.float32)  # reused: no allocation
     for start in range(0, n, step):
         f = flat[start:start + step].float()
-        torch.mean(f, dim, out=mean[start:start + step])
-        torch.mean(f * f, dim, out=mean_sq[start:start + step])
-    return mean, mean_sq
+        sq = square[:f.shape[0]]
+        torch.mul(f, f, out=sq)
+        torch.sum(f, dim, out=total[start:start + step])
+        torch.sum(sq, dim, out=total_sq[start:start + step])
+    # torch's mean is this sum divided once by the count, so the result is mean()'s bit for bit
+    count = flat.shape[dim]
+    return total.div_(count), total_sq.div_(count)
 
 
 def meta_bn_layers(model: nn.Module) -> list[MetaBatchNorm2d]:
