@@ -208,26 +208,32 @@ def instance_moments(x: Tensor, keep_grad: bool = False) -> tuple[Tensor, Tensor
         flat, dim = x.permute(0, 2, 3, 1).reshape(n, h * w, c), 1
     else:
         flat, dim = x.reshape(n, c, h * w), 2
-    if keep_grad:
-        flat = flat.float()
-        mean, mean_sq = flat.mean(dim), (flat * flat).mean(dim)
+    flat = flat if keep_grad else flat.detach()
+    step = n if keep_grad else _chunk_samples(flat)
+    if step >= n:
+        f = flat.float()
+        mean, mean_sq = f.mean(dim), (f * f).mean(dim)
     else:
-        mean, mean_sq = _chunked_moments(flat.detach(), dim)
+        mean, mean_sq = _chunked_moments(flat, dim, step)
     return mean, (mean_sq - mean * mean).clamp_min(0)
 
 
 _CHUNK_BYTES = 512 * 1024  # a chunk of x and its square fit in this machine's 2 MiB of L2
 
 
-def _chunked_moments(flat: Tensor, dim: int) -> tuple[Tensor, Tensor]:
-    """(E[x], E[x^2]) over `dim` of a 3-D view, for chunks of samples at a time on the CPU
-    (one chunk on an accelerator, where a loop only adds launches)."""
+def _chunk_samples(flat: Tensor) -> int:
+    """Samples per chunk: as many as fit in _CHUNK_BYTES on the CPU, all of them on an
+    accelerator (where a loop only adds launches)."""
     n = flat.shape[0]
+    if flat.device.type != "cpu":
+        return n
     per_sample = flat.numel() // max(n, 1) * 4  # float32 bytes
-    step = n if flat.device.type != "cpu" else max(1, _CHUNK_BYTES // max(1, per_sample))
-    if step >= n:
-        f = flat.float()
-        return f.mean(dim), (f * f).mean(dim)
+    return max(1, _CHUNK_BYTES // max(1, per_sample))
+
+
+def _chunked_moments(flat: Tensor, dim: int, step: int) -> tuple[Tensor, Tensor]:
+    """(E[x], E[x^2]) over `dim` of a 3-D view, `step` samples at a time."""
+    n = flat.shape[0]
     c = flat.shape[3 - dim]  # the other non-sample dimension
     total = flat.new_empty((n, c), dtype=torch.float32)
     total_sq = torch.empty_like(total)
