@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test lint venv clean baseline
+.PHONY: quickstart test lint venv clean baseline gate-noise gate-regressions
 
 # The environment is (re)built when missing or when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -13,8 +13,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Results go to runs/ (git-ignored): the committed baseline results/smoke/ is never touched.
 quickstart: $(STAMP)
-	$(VENV)/bin/metabn-bench run --preset smoke
+	$(VENV)/bin/metabn-bench run --preset smoke --out runs/quickstart/results --work runs/quickstart/work
+	@echo "quickstart results: runs/quickstart/results/ (report.md, summary.json, plots/)"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -26,5 +28,15 @@ clean:
 	rm -rf build *.egg-info .pytest_cache .ruff_cache
 
 # Regenerate the committed CI baseline (results/smoke/) from scratch: explicit, never run by tests.
+# Both tiers are rewritten; the exact tier's noise is re-measured (minutes). The statistical
+# tier's noise (hours: the suite under every CPU variant and seed) is `make gate-noise`.
 baseline: $(STAMP)
-	$(VENV)/bin/metabn-bench check --update-baseline results/smoke --preset smoke
+	$(VENV)/bin/metabn-bench baseline results/smoke --preset smoke
+	$(VENV)/bin/metabn-bench gate noise --tiers exact --scratch runs/gate-noise-exact
+
+gate-noise: $(STAMP)
+	$(VENV)/bin/metabn-bench gate noise --tiers exact,statistical
+
+# Every deliberate regression of metabn_bench/gate/regressions.py must make the gate fail.
+gate-regressions: $(STAMP)
+	$(VENV)/bin/metabn-bench gate regressions

@@ -24,8 +24,8 @@ app = typer.Typer(
     help="Robustness of image classifiers to common corruptions, built around Meta BatchNorm.",
 )
 
-def command(name: str | None = None) -> Callable[[F], F]:
-    """app.command that turns a UserError into one line on stderr and exit code 2."""
+def command(name: str | None = None, target: typer.Typer | None = None) -> Callable[[F], F]:
+    """app.command (or target.command) that turns a UserError into one line on stderr, exit 2."""
 
     def deco(fn: F) -> F:
         @functools.wraps(fn)
@@ -39,7 +39,7 @@ def command(name: str | None = None) -> Callable[[F], F]:
                 typer.echo("interrupted; run the same command again to resume", err=True)
                 raise typer.Exit(130) from None
 
-        app.command(name)(guarded)
+        (target or app).command(name)(guarded)
         return fn
 
     return deco
@@ -215,32 +215,46 @@ def report(
 
 @command()
 def check(
-    baseline: Annotated[Path | None, typer.Option(help="Committed summary.json (or its results directory).")] = None,  # noqa: E501
-    current: Annotated[Path | None, typer.Option(help="New summary.json (or its results directory).")] = None,
-    tolerance: Annotated[float, typer.Option(help="Allowed move in percentage points.")] = 0.5,
+    baseline: Annotated[Path | None, typer.Option(help="Committed results directory (or its summary.json).")] = None,  # noqa: E501
+    current: Annotated[Path | None, typer.Option(help="New results directory or summary.json, or a `gate exact` directory.")] = None,  # noqa: E501
+    tolerance: Annotated[float | None, typer.Option(help="Allowed move in percentage points (default: the bands of the baseline's noise.json).")] = None,  # noqa: E501
     strict: Annotated[bool, typer.Option(help="Also fail on rows the baseline lacks.")] = False,
-    update_baseline: Annotated[Path | None, typer.Option(help="Instead of comparing: re-run --preset from scratch and rewrite this results directory.")] = None,  # noqa: E501
+    update_baseline: Annotated[Path | None, typer.Option(help="Same as `metabn-bench baseline DIR`: re-run --preset from scratch and rewrite DIR.")] = None,  # noqa: E501
     preset: Annotated[str, typer.Option(help="Preset that --update-baseline runs.")] = "smoke",
 ) -> None:
     """Regression gate: exit 0 pass, 1 regression, 2 unusable input (or --update-baseline)."""
-    from metabn_bench.check import compare, load_summary
-
     if update_baseline is not None:
-        from metabn_bench.baseline import update_baseline as update
-
-        outcome = update(preset, update_baseline, log=lambda m: typer.echo(m, err=True))
-        for line in outcome.lines():
-            typer.echo(line)
-        typer.echo(f"baseline rewritten: {update_baseline}/ (review the diff, then commit it)")
+        _update_baseline(update_baseline, preset)
         return
     if baseline is None or current is None:
         raise UserError("check needs --baseline and --current (or --update-baseline DIR)")
-    result = compare(load_summary(baseline), load_summary(current), tolerance, strict)
-    for line in result.lines():
+    from metabn_bench.gate.check import check_paths
+
+    outcome = check_paths(baseline, current, tolerance, strict)
+    for line in outcome.result.lines():
         typer.echo(line)
-    if not result.passed:
+    if not outcome.result.passed:
+        typer.echo(f"FAIL ({outcome.tier} tier)")
         raise typer.Exit(1)
-    typer.echo(f"pass: {result.compared} numbers within {tolerance} points")
+    typer.echo(outcome.result.summary_line() + f" ({outcome.tier} tier)")
+
+
+def _update_baseline(target: Path, preset: str) -> None:
+    from metabn_bench.gate.baseline import update_baseline as update
+
+    outcome = update(preset, target, log=lambda m: typer.echo(m, err=True))
+    for line in outcome.lines():
+        typer.echo(line)
+    typer.echo(f"baseline rewritten: {target}/ (review the diff, then commit it)")
+
+
+@command()
+def baseline(
+    results_dir: Annotated[Path, typer.Argument(help="The committed baseline directory to rewrite.")] = Path("results/smoke"),  # noqa: E501
+    preset: Annotated[str, typer.Option(help="Preset to re-run from scratch.")] = "smoke",
+) -> None:
+    """Rewrite the CI baseline: re-run the preset from scratch, new reference checkpoints."""
+    _update_baseline(results_dir, preset)
 
 
 @command("cam")
@@ -325,6 +339,18 @@ def status(
     state = suite_status(load_preset(preset, overrides), work, out_dir)
     typer.echo("\n".join(status_summary(state)) + "\n")
     typer.echo(render(status_table(state), "markdown"))
+
+
+def _gate_app() -> None:
+    from metabn_bench.gate import cli as gate_cli
+
+    sub = typer.Typer(no_args_is_help=True, help="The regression gate: tiers, noise, regressions.")
+    for name in gate_cli.COMMANDS:
+        command(name.replace("_", "-"), sub)(getattr(gate_cli, name))
+    app.add_typer(sub, name="gate")
+
+
+_gate_app()
 
 
 def main() -> None:

@@ -68,6 +68,12 @@ def device_info(device: Any) -> dict[str, Any]:
     else:
         info["name"] = platform.processor() or platform.machine()
         info["cpus"] = os.cpu_count()
+        # The kernel path torch dispatches to (ATEN_CPU_CAPABILITY can lower it) and oneDNN's
+        # ISA cap: both change float summation order, hence trained weights (results/README.md).
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        isa = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+        if isa:
+            info["onednn_max_cpu_isa"] = isa
     return info
 
 

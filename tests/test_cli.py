@@ -69,7 +69,8 @@ def test_pipeline_corrupt_train_evaluate_report_check(runner: CliRunner, tmp_pat
     data = json.loads(summary.read_text())
     assert data["rows"][0]["corruptions"] == ["gaussian_noise", "contrast"]
     assert "provenance" in data
-    assert "pass" in _ok(runner, ["check", "--baseline", str(summary), "--current", str(summary)])
+    assert "pass" in _ok(runner, ["check", "--baseline", str(summary), "--current", str(summary),
+                                  "--tolerance", "0"])
 
 
 def test_check_reports_moved_numbers_with_exit_1(runner: CliRunner, tmp_path: Path) -> None:
