@@ -95,6 +95,7 @@ def exact_noise(base: dict[str, Any], runs: dict[str, dict[str, Any]]) -> dict[s
     ref = row_values(base["summary"])
     summary_dev = dict.fromkeys(COMPARED, 0.0)
     training_dev = 0.0
+    by_key: dict[str, float] = {}
     differing_files: dict[str, list[str]] = {}
     for name, run in runs.items():
         for key, vals in row_values(run["summary"]).items():
@@ -103,12 +104,14 @@ def exact_noise(base: dict[str, Any], runs: dict[str, dict[str, Any]]) -> dict[s
                     summary_dev[metric] = max(summary_dev[metric], abs(value - ref[key][metric]))
         for method, numbers in run["training"].items():
             for key, value in numbers.items():
-                training_dev = max(training_dev, relative_move(base["training"][method][key], value))
+                move = relative_move(base["training"][method][key], value)
+                training_dev = max(training_dev, move)
+                by_key[key] = max(by_key.get(key, 0.0), move)
         differing = [f for f, h in run["corrupted"].items() if base["corrupted"].get(f) != h]
         if differing:
             differing_files[name] = differing
     return {"runs": sorted(runs), "max_abs_move": summary_dev, "max_relative_move": training_dev,
-            "differing_corrupted_files": differing_files}
+            "max_relative_move_by_key": by_key, "differing_corrupted_files": differing_files}
 
 
 def relative_move(old: float, new: float) -> float:
