@@ -68,7 +68,7 @@ def evaluate(run_dir: str | Path, corrupted: str | Path, protocols: tuple[str, .
     dev = resolve_device(device)
     cset = open_set(corrupted, verify=verify)
     clean = clean_images(cfg, cset)
-    num_classes = _num_classes(run_dir)
+    num_classes = num_classes_of(run_dir)
     if cset.labels.max() >= num_classes:
         raise UserError(f"the corrupted set has labels up to {int(cset.labels.max())} but the "
                         f"model has {num_classes} classes")
@@ -82,7 +82,7 @@ def evaluate(run_dir: str | Path, corrupted: str | Path, protocols: tuple[str, .
         todo = [c for c in cells if _key_of(cset.set_id, spec, bs, *c) not in done]
         if not todo:
             continue
-        evaluator = _Evaluator(run_dir, cfg, num_classes, dev, spec)
+        evaluator = Evaluator(run_dir, cfg, num_classes, dev, spec)
         bar = tqdm(todo, desc=f"evaluate {cfg.method} [{spec}]", unit="cell",
                    disable=not progress, leave=False, dynamic_ncols=True)
         for corruption, severity in bar:
@@ -112,7 +112,8 @@ def _warn_if_class_sorted(labels: np.ndarray, protocols: tuple[str, ...]) -> Non
                       "at a time; make the set again with `metabn-bench corrupt`", stacklevel=2)
 
 
-def _num_classes(run_dir: Path) -> int:
+def num_classes_of(run_dir: Path) -> int:
+    """The class count a finished run was trained with (from its env.json)."""
     info = json.loads((run_dir / "env.json").read_text())
     return len(info["data"]["classes"])
 
@@ -126,7 +127,7 @@ def _key_of(set_id: str, protocol: str, bs: int, corruption: str, severity: int)
     return (set_id, protocol, int(bs), corruption, int(severity))
 
 
-class _Evaluator:
+class Evaluator:
     """A model rebuilt from a run directory, wrapped in one test-time protocol."""
 
     def __init__(self, run_dir: Path, cfg: Any, num_classes: int, device: torch.device,
@@ -160,7 +161,7 @@ class _Evaluator:
         return torch.cat(hits).cpu().numpy()  # one transfer per cell, not per batch
 
 
-def _row(cfg: Any, run_dir: Path, cset: CorruptedSet, spec: str, ev: _Evaluator, bs: int,
+def _row(cfg: Any, run_dir: Path, cset: CorruptedSet, spec: str, ev: Evaluator, bs: int,
          corruption: str, severity: int, errors: int, seconds: float) -> dict[str, Any]:
     manifest = cset.manifest or {}
     return {

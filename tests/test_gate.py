@@ -30,7 +30,14 @@ from metabn_bench.gate.baseline import (
     run_gate_suite,
     update_baseline,
 )
-from metabn_bench.gate.exact import CORRUPTED_FILE, MODELS, REFERENCE, TRAINING_FILE, reference_methods
+from metabn_bench.gate.exact import (
+    CORRUPTED_FILE,
+    FINGERPRINT_FILES,
+    MODELS,
+    REFERENCE,
+    TRAINING_FILE,
+    reference_methods,
+)
 from metabn_bench.gate.noise import SEED_VARIANTS, VARIANTS
 from metabn_bench.gate.regressions import REGRESSIONS, anchor_count
 from metabn_bench.suite import SuiteResult
@@ -87,7 +94,7 @@ def test_the_committed_baseline_is_complete() -> None:
     assert (BASELINE / "per_image.npz").is_file()
     # every method of the preset has a reference checkpoint and both tiers have measured noise
     assert reference_methods(BASELINE / REFERENCE) == sorted(load_preset(GATE_PRESET).methods)
-    for name in ("summary.json", TRAINING_FILE, CORRUPTED_FILE):
+    for name in ("summary.json", *FINGERPRINT_FILES, CORRUPTED_FILE):
         assert (BASELINE / REFERENCE / name).is_file(), name
     noise = json.loads((BASELINE / "noise.json").read_text())
     assert {v.name for v in VARIANTS} <= set(noise["exact"]["runs"])

@@ -18,7 +18,7 @@ from metabn_bench.config import CorruptConfig
 from metabn_bench.corruptions.generate import corrupt_dataset
 from metabn_bench.data.store import open_set
 from metabn_bench.data.synthetic import make_split
-from metabn_bench.evaluate import _Evaluator, _warn_if_class_sorted, evaluate
+from metabn_bench.evaluate import Evaluator, _warn_if_class_sorted, evaluate
 from metabn_bench.models import build_model
 from metabn_bench.train import load_config
 
@@ -123,9 +123,9 @@ def test_a_cell_does_not_depend_on_the_cells_before_it(trained_run: Path, small_
     cfg = load_config(trained_run)
     a = cset.cell(cset.corruptions[0], 5)
     b = cset.cell(cset.corruptions[-1], 3)
-    fresh = _Evaluator(trained_run, cfg, 10, torch.device("cpu"), spec)
+    fresh = Evaluator(trained_run, cfg, 10, torch.device("cpu"), spec)
     alone = int((~fresh.correct(np.asarray(b), cset.labels, 10)).sum())
-    used = _Evaluator(trained_run, cfg, 10, torch.device("cpu"), spec)
+    used = Evaluator(trained_run, cfg, 10, torch.device("cpu"), spec)
     used.correct(np.asarray(a), cset.labels, 10)
     assert int((~used.correct(np.asarray(b), cset.labels, 10)).sum()) == alone
 

@@ -4,8 +4,9 @@
   tier: compared with the baseline's summary.json within `--tolerance` points, or, without
   one, within the bands of the baseline directory's noise.json.
 - A directory written by `metabn-bench gate exact` is the exact tier: its summary (the
-  committed reference checkpoints evaluated), its training fingerprints and its corrupted-set
-  hashes are compared with the baseline's reference/ within the measured exact bands.
+  committed reference checkpoints evaluated), its fingerprints (training steps, Tent steps,
+  corrupted-set statistics) and its corrupted-set hashes are compared with the baseline's
+  reference/ within the measured exact bands.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from metabn_bench.errors import UserError
 from metabn_bench.gate.compare import Bands, CheckResult, FixedTolerance, compare, load_summary
-from metabn_bench.gate.exact import CORRUPTED_FILE, REFERENCE, TRAINING_FILE
+from metabn_bench.gate.exact import CORRUPTED_FILE, CORRUPTION_STATS_FILE, FINGERPRINT_FILES, REFERENCE
 from metabn_bench.gate.noise import (
     EXACT_FACTOR,
     FLOOR_RELATIVE,
@@ -51,7 +52,7 @@ def _baseline_dir(path: Path) -> Path:
 def _read_json(path: Path) -> Any:
     if not path.is_file():
         raise UserError(f"'{path}' does not exist (an exact-tier directory holds summary.json, "
-                        f"{TRAINING_FILE} and {CORRUPTED_FILE})")
+                        f"{', '.join(FINGERPRINT_FILES)} and {CORRUPTED_FILE})")
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -94,7 +95,8 @@ def _only(summary: dict[str, Any], methods: set[str] | None) -> dict[str, Any]:
 
 def check_exact(baseline_dir: Path, current_dir: Path, current: dict[str, Any],
                 tolerance: float | None, strict: bool, methods: set[str] | None = None) -> CheckResult:
-    """The exact tier: reference summary, training fingerprints, corrupted-set hashes."""
+    """The exact tier: reference summary, fingerprints (training, adaptation, corrupted-set
+    statistics), corrupted-set hashes."""
     ref_dir = baseline_dir / REFERENCE if (baseline_dir / REFERENCE).is_dir() else baseline_dir
     base = _only(load_summary(ref_dir), methods)
     noise = None if tolerance is not None else load_noise(
@@ -103,34 +105,37 @@ def check_exact(baseline_dir: Path, current_dir: Path, current: dict[str, Any],
         raise UserError("noise.json has no exact record; run `metabn-bench gate noise --tiers exact`")
     bands: Bands | float = tolerance if noise is None else ExactBands(noise, image_points(base))
     result = compare(base, current, bands, strict)
-    # Each fingerprint key (loss, a logged loss term, update_norm) has its own measured move:
-    # a loss moves ~1e-5 across CPUs, a tiny logged term or the update size up to ~1e-2.
+    # Each fingerprint key (loss, a logged loss term, update_norm, a severity's pixel change) has
+    # its own measured move: a loss moves ~1e-5 across CPUs, a tiny logged term up to ~1e-2.
     by_key = {} if noise is None else noise["exact"].get("max_relative_move_by_key", {})
-    training = _read_json(ref_dir / TRAINING_FILE)
-    if methods is not None:
-        training = {m: v for m, v in training.items() if m in methods}
-    _compare_training(training, _read_json(current_dir / TRAINING_FILE), by_key, result)
+    for name in FINGERPRINT_FILES:
+        kind = name.removesuffix(".json")
+        base_prints = _read_json(ref_dir / name)
+        if methods is not None and name != CORRUPTION_STATS_FILE:
+            base_prints = {m: v for m, v in base_prints.items() if m in methods}
+        _compare_fingerprints(kind, base_prints, _read_json(current_dir / name), by_key, result)
     _compare_hashes(_read_json(ref_dir / CORRUPTED_FILE), _read_json(current_dir / CORRUPTED_FILE),
                     noise, result)
     return result
 
 
-def _compare_training(base: dict[str, dict[str, float]], cur: dict[str, dict[str, float]],
-                      by_key: dict[str, float], result: CheckResult) -> None:
-    for method, numbers in base.items():
-        if method not in cur:
-            result.mismatched.append(f"{method} [training]: no fingerprint in the current run")
+def _compare_fingerprints(kind: str, base: dict[str, dict[str, float]],
+                          cur: dict[str, dict[str, float]], by_key: dict[str, float],
+                          result: CheckResult) -> None:
+    for group, numbers in base.items():
+        if group not in cur:
+            result.mismatched.append(f"{group} [{kind}]: no fingerprint in the current run")
             continue
         for key, old in numbers.items():
             measured = float(by_key.get(key, 0.0))
             rel = max(EXACT_FACTOR * measured, FLOOR_RELATIVE)
             source = (f"relative {rel:.1e} = max({EXACT_FACTOR:g} x largest relative move of "
                       f"'{key}' across CPU variants {measured:.1e}, {FLOOR_RELATIVE:.0e})")
-            new = cur[method].get(key)
+            new = cur[group].get(key)
             result.compared += 1
             if new is None or relative_move(old, new) > rel:
                 result.mismatched.append(
-                    f"{method} [training] {key}: baseline {old:.6g}, current {new}; allowed "
+                    f"{group} [{kind}] {key}: baseline {old:.6g}, current {new}; allowed "
                     f"[{old - rel * abs(old):.6g}, {old + rel * abs(old):.6g}] ({source})")
 
 

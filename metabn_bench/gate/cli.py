@@ -22,7 +22,8 @@ def exact(
     preset: Annotated[str, typer.Option(help="Preset whose corrupted set and methods are used.")] = "smoke",
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a preset key.")] = None,
 ) -> None:
-    """The exact tier: corrupted-set hashes, reference checkpoints evaluated, training steps."""
+    """The exact tier: corrupted-set hashes and statistics, reference checkpoints evaluated,
+    training and Tent steps."""
     from metabn_bench.gate.baseline import run_exact_tier
 
     run_exact_tier(out, reference, preset, tuple(set_ or ()))
@@ -58,7 +59,7 @@ def spread(baseline: BaselineOpt = Path("results/smoke")) -> None:
     if exact:
         moves = ", ".join(f"{k} {v:.4f}" for k, v in exact["max_abs_move"].items())
         typer.echo(f"exact tier across {', '.join(exact['runs'])}: largest moves {moves}; "
-                   f"training fingerprints {exact['max_relative_move']:.1e} relative; corrupted "
+                   f"fingerprints {exact['max_relative_move']:.1e} relative; corrupted "
                    f"files differing: {exact['differing_corrupted_files'] or 'none'}")
 
 

@@ -10,7 +10,14 @@ different CPU does not (or only by the measured amount, see noise.py):
   labels and the mCE arithmetic, with no training in the loop;
 - `training.json`: per method, a few training steps from the seeded initialisation on a fixed
   subset (loss, the method's logged loss terms, and the size of the weight update): what a
-  method's loss and augmentations compute.
+  method's loss and augmentations compute;
+- `adaptation.json`: per reference checkpoint, twenty Tent steps on one corrupted cell (the
+  entropy afterwards, the size of the BN affine update) and BN adaptation's statistics shift:
+  what the test-time protocols' optimiser and options compute, which the summary alone sees
+  only through the few steps a smoke cell allows;
+- `corrupted_stats.json`: per corrupted file and severity, the mean absolute difference from the
+  clean images (uint8 units): what a severity table sets, in a form that a last-bit difference
+  between CPUs moves by ~1e-4 where the file's sha256 changes completely.
 
 Training a model from scratch amplifies last-bit differences between CPUs into a different
 model, so those numbers belong to the statistical tier (the suite's own summary.json).
@@ -26,30 +33,42 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from metabn_bench import fsio
+from metabn_bench.adapt import bn_layers
 from metabn_bench.config import SuiteConfig, replace
 from metabn_bench.corruptions.generate import corrupt_dataset
+from metabn_bench.data.loader import batches, to_float
 from metabn_bench.data.specs import load_split
 from metabn_bench.data.store import open_set
 from metabn_bench.errors import UserError
-from metabn_bench.evaluate import evaluate
+from metabn_bench.evaluate import Evaluator, evaluate, num_classes_of
 from metabn_bench.jobs import plan_jobs
 from metabn_bench.methods import build_method
 from metabn_bench.report import build_report, collect, write_results
 from metabn_bench.seeding import seed_everything
-from metabn_bench.train import DONE, MODEL, train
+from metabn_bench.train import DONE, MODEL, load_config, train
 
 REFERENCE = "reference"  # results/<preset>/reference/: the exact tier's baseline
 MODELS = "models"  # reference/models/<method>/: a run directory without its history
 CORRUPTED_FILE = "corrupted.json"
 TRAINING_FILE = "training.json"
+ADAPTATION_FILE = "adaptation.json"
+CORRUPTION_STATS_FILE = "corrupted_stats.json"
+# The per-key fingerprints ({group: {key: value}}), each compared within its measured relative move.
+FINGERPRINT_FILES = (TRAINING_FILE, ADAPTATION_FILE, CORRUPTION_STATS_FILE)
 RUN_FILES = ("config.json", "env.json", DONE)
 # A few steps on a fixed subset: enough for every loss term to reach the weights, few enough
 # that float-order differences between CPUs stay near float32 resolution (noise.py measures it).
 FINGERPRINT_IMAGES = 256
 FINGERPRINT_BATCH = 64
+# Tent's fingerprint: 20 steps (4 passes over one cell, the set's first corruption at severity 3,
+# in batches of 10 at smoke size), enough for the learning rate to set the size of the update.
+ADAPT_SEVERITY = 3
+ADAPT_BATCH = 10
+ADAPT_PASSES = 4
 
 
 @dataclass(frozen=True)
@@ -91,6 +110,66 @@ def make_corrupted_set(cfg: SuiteConfig, set_dir: Path, device: torch.device) ->
     corrupt_dataset(test, set_dir, cfg.corrupt, device, data.dataset, False)
     manifest = json.loads((set_dir / "manifest.json").read_text())
     return {name: entry["sha256"] for name, entry in sorted(manifest["files"].items())}
+
+
+def corruption_stats(set_dir: Path) -> dict[str, dict[str, float]]:
+    """Per corruption and severity: mean |corrupted - clean| over the set's pixels (uint8 units)."""
+    cset = open_set(set_dir, verify=False)
+    clean = cset.clean().astype(np.float64)
+    return {name: {f"mad_s{s}": float(np.abs(cset.cell(name, s).astype(np.float64) - clean).mean())
+                   for s in cset.severities}
+            for name in cset.corruptions}
+
+
+def adaptation_fingerprint(reference_dir: Path, methods: list[str], set_dir: Path,
+                           work: Path) -> dict[str, dict[str, float]]:
+    """Per reference checkpoint: Tent's update and entropy after 20 steps, BN's statistics shift.
+
+    Each protocol runs with its defaults, so a wrong default (a learning rate, a prior) moves
+    these numbers by far more than the CPU variants do.
+    """
+    cset = open_set(set_dir, verify=False)
+    severity = ADAPT_SEVERITY if ADAPT_SEVERITY in cset.severities else cset.severities[-1]
+    images = cset.cell(cset.corruptions[0], severity)
+    out: dict[str, dict[str, float]] = {}
+    for method in methods:
+        run_dir = work / method
+        shutil.copytree(reference_dir / MODELS / method, run_dir)
+        cfg = load_config(run_dir)
+        num_classes = num_classes_of(run_dir)
+        numbers: dict[str, float] = {}
+        for spec in ("tent", "bn"):
+            try:
+                ev = Evaluator(run_dir, cfg, num_classes, torch.device("cpu"), spec)
+            except UserError:  # no BatchNorm layers: the protocol does not apply
+                continue
+            before = _bn_state(ev.model)
+            ev.protocol.reset()
+            logits = torch.empty(0)
+            for _ in range(ADAPT_PASSES if spec == "tent" else 1):
+                for batch in batches(images, ADAPT_BATCH, torch.device("cpu")):
+                    logits = ev.protocol.predict(to_float(batch, ev.fmt))
+            after = _bn_state(ev.model)
+            key = "affine" if spec == "tent" else "stats"
+            numbers[f"{spec}_update_norm"] = math.sqrt(sum(
+                float((after[key][k] - v).pow(2).sum()) for k, v in before[key].items()))
+            log_p = logits.double().log_softmax(dim=1)
+            numbers[f"{spec}_entropy"] = float(-(log_p.exp() * log_p).sum(dim=1).mean())
+        out[method] = numbers
+    return out
+
+
+def _bn_state(model: torch.nn.Module) -> dict[str, dict[str, torch.Tensor]]:
+    # Affine parameters (what Tent updates) and running statistics (what BN adaptation sets).
+    affine: dict[str, torch.Tensor] = {}
+    stats: dict[str, torch.Tensor] = {}
+    for i, m in enumerate(bn_layers(model)):
+        if m.affine:
+            affine[f"{i}.w"] = m.weight.detach().double().clone()
+            affine[f"{i}.b"] = m.bias.detach().double().clone()
+        stats[f"{i}.m"] = m.running_mean.double().clone()
+        stats[f"{i}.v"] = m.running_var.double().clone()
+    return {"affine": affine, "stats": stats}
 
 
 def evaluate_references(cfg: SuiteConfig, reference_dir: Path, set_dir: Path, out_dir: Path,
@@ -153,6 +232,10 @@ def compute_exact_tier(cfg: SuiteConfig, reference_dir: Path, out_dir: Path,
         hashes = make_corrupted_set(cfg, work / "corrupted", torch.device("cpu"))
         open_set(work / "corrupted", verify=True)
         fsio.write_json(out_dir / CORRUPTED_FILE, hashes)
+        fsio.write_json(out_dir / CORRUPTION_STATS_FILE, corruption_stats(work / "corrupted"))
+        methods = [m for m in reference_methods(reference_dir) if m in cfg.methods]
+        fsio.write_json(out_dir / ADAPTATION_FILE, adaptation_fingerprint(
+            reference_dir, methods, work / "corrupted", work / "adapt"))
         fsio.write_json(out_dir / TRAINING_FILE, training_fingerprint(cfg, work / "train"))
         evaluate_references(cfg, reference_dir, work / "corrupted", out_dir, work / "eval",
                             provenance)

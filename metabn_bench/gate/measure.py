@@ -18,7 +18,7 @@ from typing import Any
 from metabn_bench import fsio
 from metabn_bench.errors import UserError
 from metabn_bench.gate.compare import load_summary
-from metabn_bench.gate.exact import CORRUPTED_FILE, REFERENCE, TRAINING_FILE
+from metabn_bench.gate.exact import CORRUPTED_FILE, FINGERPRINT_FILES, REFERENCE
 from metabn_bench.gate.noise import (
     NOISE_FILE,
     NOISE_SCHEMA,
@@ -34,9 +34,10 @@ TIERS = ("exact", "statistical")
 
 
 def read_exact(directory: Path) -> dict[str, Any]:
-    """The three files of one exact-tier computation."""
+    """The files of one exact-tier computation."""
     return {"summary": load_summary(directory),
-            "training": json.loads((directory / TRAINING_FILE).read_text()),
+            "fingerprints": {name: json.loads((directory / name).read_text())
+                             for name in FINGERPRINT_FILES},
             "corrupted": json.loads((directory / CORRUPTED_FILE).read_text())}
 
 

@@ -8,9 +8,10 @@ other training seeds, each in its own process, and records every number. From th
   K x sqrt(2) x max(sd of that number, pooled sd of its metric) around the baseline; sqrt(2)
   because the baseline is itself one draw, the pooled sd so that a number whose few measured
   runs happened to agree still gets a realistic band;
-- exact tier (reference checkpoints, a few training steps): the band is the larger of
-  EXACT_FACTOR x the largest move measured across the variants and the move of two test
-  images (for summary numbers) or FLOOR_RELATIVE (for training fingerprints).
+- exact tier (reference checkpoints, a few training steps, Tent steps, corrupted-set
+  statistics): the band is the larger of EXACT_FACTOR x the largest move measured across the
+  variants and the move of two test images (for summary numbers) or FLOOR_RELATIVE (for the
+  fingerprints, per key: a loss, a logged term, an update size, a severity's pixel change).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ NOISE_SCHEMA = "metabn-bench gate noise v1"
 K = 4.0  # standard deviations of a difference: a false alarm is a > 4-sigma event per number
 EXACT_FACTOR = 10.0
 FLOOR_IMAGES = 2  # an exact-tier summary number may move by what two test images move it
-FLOOR_RELATIVE = 1e-3  # training fingerprints: 0.1 % (measured moves are ~1e-5, noise.json)
+FLOOR_RELATIVE = 1e-3  # fingerprints: 0.1 % (measured moves are ~1e-5 to 1e-2, noise.json)
 
 
 @dataclass(frozen=True)
@@ -102,11 +103,12 @@ def exact_noise(base: dict[str, Any], runs: dict[str, dict[str, Any]]) -> dict[s
             for metric, value in vals.items():
                 if metric in ref.get(key, {}):
                     summary_dev[metric] = max(summary_dev[metric], abs(value - ref[key][metric]))
-        for method, numbers in run["training"].items():
-            for key, value in numbers.items():
-                move = relative_move(base["training"][method][key], value)
-                training_dev = max(training_dev, move)
-                by_key[key] = max(by_key.get(key, 0.0), move)
+        for name, groups in run["fingerprints"].items():
+            for group, numbers in groups.items():
+                for key, value in numbers.items():
+                    move = relative_move(base["fingerprints"][name][group][key], value)
+                    training_dev = max(training_dev, move)
+                    by_key[key] = max(by_key.get(key, 0.0), move)
         differing = [f for f, h in run["corrupted"].items() if base["corrupted"].get(f) != h]
         if differing:
             differing_files[name] = differing
