@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from metabn_bench import distributed, fsio, provenance
+from metabn_bench import fsio, provenance
 from metabn_bench.config import TrainConfig, config_hash, from_dict, identity, replace, to_dict
 from metabn_bench.data.arrays import ArraySet
 from metabn_bench.data.augment import crop_flip
@@ -27,6 +27,7 @@ from metabn_bench.device import autocast, grad_scaler, memory_format, resolve_de
 from metabn_bench.errors import UserError
 from metabn_bench.methods import Batch, Method, build_method
 from metabn_bench.seeding import generator, seed_everything
+from metabn_bench.training import distributed
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"

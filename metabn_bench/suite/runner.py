@@ -23,10 +23,10 @@ from metabn_bench.data.specs import load_split
 from metabn_bench.data.store import open_set
 from metabn_bench.device import resolve_device
 from metabn_bench.errors import UserError
-from metabn_bench.jobs import SuitePlan, make_plan
-from metabn_bench.launch import LAUNCHERS, LaunchOptions
 from metabn_bench.methods import METHODS
-from metabn_bench.report import build_report, collect, write_results
+from metabn_bench.reporting.report import build_report, collect, write_results
+from metabn_bench.suite.jobs import SuitePlan, make_plan
+from metabn_bench.suite.launch import LAUNCHERS, LaunchOptions
 
 Log = Callable[[str], None]
 
