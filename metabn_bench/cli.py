@@ -128,7 +128,7 @@ def train_cmd(
     config: Annotated[Path | None, typer.Option(help="YAML file of TrainConfig keys.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="key=value override (repeatable), e.g. optim.lr=0.05")] = None,  # noqa: E501
     seed: Annotated[int | None, typer.Option(help="Seed.")] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/<dataset>/<method>/<hash>).")] = None,  # noqa: E501
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/<dataset>/<method>-s<seed>-<hash>).")] = None,  # noqa: E501
     data_root: Annotated[str | None, typer.Option(help="Where cifar10/cifar100/tinyimagenet live.")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
     sync_bn: Annotated[bool, typer.Option("--sync-bn/--no-sync-bn", help="Under torchrun: BatchNorm statistics over all processes (default) or per process.")] = True,  # noqa: E501

@@ -198,10 +198,10 @@ def test_post_hoc_refuses_a_backbone_that_does_not_fit(trained_run: Path) -> Non
                             hparams={"training_mode": "post_hoc", "backbone_run": str(trained_run)})
     other = build_method(cfg, 10, torch.device("cpu"))
     with pytest.raises(UserError, match="post_hoc needs a vanilla wrn16_2 run"):
-        other.prepare_training(other.build_model(), Path("."), None, False)  # type: ignore[arg-type]
+        other.prepare_training(other.build_model(), None)
     with pytest.raises(UserError, match="not a finished run"):
         method.hp = type(method.hp)(training_mode="post_hoc", backbone_run="/nonexistent")
-        method.prepare_training(method.build_model(), Path("."), None, False)  # type: ignore[arg-type]
+        method.prepare_training(method.build_model(), None)
 
 
 def test_post_hoc_without_a_backbone_trains_one_first(tmp_path: Path) -> None:

@@ -17,10 +17,11 @@ from metabn_bench.analysis.cam import CamRequest, cam_grid, class_activation_map
 from metabn_bench.cli import app
 from metabn_bench.errors import UserError
 from metabn_bench.evaluation import per_image
-from metabn_bench.evaluation.evaluate import EVAL_FILE, evaluate
+from metabn_bench.evaluation.evaluate import evaluate
 from metabn_bench.models import build_model
 from metabn_bench.reporting.plots import write_plots
 from metabn_bench.reporting.report import build_report, collect, format_report, report_from_paths
+from metabn_bench.runs import EVAL_FILE
 from tests.report_fixtures import make_rows
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

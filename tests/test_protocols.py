@@ -20,7 +20,6 @@ from metabn_bench.data.synthetic import make_split
 from metabn_bench.evaluation.evaluate import _Evaluator, _warn_if_class_sorted, evaluate
 from metabn_bench.evaluation.protocols import batch_statistics, bn_layers, make_protocol
 from metabn_bench.models import build_model
-from metabn_bench.training.loop import load_config
 
 
 def test_batch_statistics_match_float64_reference() -> None:
@@ -120,12 +119,11 @@ def test_evaluation_leaves_the_trained_model_as_it_was(trained_run: Path, small_
 def test_a_cell_does_not_depend_on_the_cells_before_it(trained_run: Path, small_set: Path,
                                                        spec: str) -> None:
     cset = open_set(small_set)
-    cfg = load_config(trained_run)
     a = cset.cell(cset.corruptions[0], 5)
     b = cset.cell(cset.corruptions[-1], 3)
-    fresh = _Evaluator(trained_run, cfg, 10, torch.device("cpu"), spec)
+    fresh = _Evaluator(trained_run, torch.device("cpu"), spec)
     alone = int((~fresh.correct(np.asarray(b), cset.labels, 10)).sum())
-    used = _Evaluator(trained_run, cfg, 10, torch.device("cpu"), spec)
+    used = _Evaluator(trained_run, torch.device("cpu"), spec)
     used.correct(np.asarray(a), cset.labels, 10)
     assert int((~used.correct(np.asarray(b), cset.labels, 10)).sum()) == alone
 

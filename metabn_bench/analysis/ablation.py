@@ -25,7 +25,7 @@ from metabn_bench.errors import UserError
 from metabn_bench.evaluation import per_image
 from metabn_bench.methods.metabn import MetaBN
 from metabn_bench.reporting.report import build_report, collect, markdown_report
-from metabn_bench.training.loop import load_config
+from metabn_bench.runs import load_config
 
 SEED_SUFFIX = re.compile(r"-s\d+$")
 # Options that name another run of the same seed (post_hoc's backbone): they differ between

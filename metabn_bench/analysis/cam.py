@@ -36,9 +36,9 @@ from metabn_bench.data.store import CorruptedSet, open_set
 from metabn_bench.device import resolve_device
 from metabn_bench.errors import UserError, one_of
 from metabn_bench.evaluation.evaluate import clean_images
-from metabn_bench.methods import build_method
+from metabn_bench.evaluation.trained import load_trained
 from metabn_bench.models import Classifier
-from metabn_bench.training.loop import DONE, MODEL, load_config
+from metabn_bench.runs import load_config
 
 KINDS = ("gradcam", "cam", "both")
 TARGETS = ("label", "predicted")
@@ -57,17 +57,9 @@ class LoadedRun:
 
 
 def load_run(run_dir: str | Path, device: torch.device) -> LoadedRun:
-    """Rebuild a finished run's model (weights_only load) on `device`, in eval mode."""
-    run_dir = Path(run_dir)
-    if not (run_dir / DONE).exists():
-        raise UserError(f"run '{run_dir}' has not finished training (no '{DONE}' marker)")
-    cfg = load_config(run_dir)
-    classes = [str(c) for c in json.loads((run_dir / "env.json").read_text())["data"]["classes"]]
-    method = build_method(cfg, len(classes), device)
-    model = method.build_model().to(device)
-    model.load_state_dict(torch.load(run_dir / MODEL, map_location=device, weights_only=True))
-    method.prepare_eval(model)
-    return LoadedRun(run_dir, f"{cfg.method} (seed {cfg.seed})", model, method, classes)
+    """Rebuild a finished run's model on `device` in eval mode (default memory layout)."""
+    run = load_trained(run_dir, device, channels_last=False)
+    return LoadedRun(run.run_dir, run.label, run.model, run.method, run.classes)
 
 
 def _has_linear_head(model: nn.Module) -> bool:

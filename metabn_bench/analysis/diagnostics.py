@@ -26,22 +26,17 @@ from metabn_bench.data.loader import to_float
 from metabn_bench.data.store import open_set
 from metabn_bench.device import resolve_device
 from metabn_bench.errors import UserError
-from metabn_bench.methods import build_method
+from metabn_bench.evaluation.trained import load_trained
 from metabn_bench.models.metabn import corrected_layers, feature_sizes, meta_bn_layers
-from metabn_bench.training.loop import DONE, MODEL, load_config
+from metabn_bench.runs import is_finished, load_config
 
 
 def load_run(run_dir: Path, device: torch.device) -> tuple[Any, torch.nn.Module]:
     """(method, model in eval mode) of a finished metabn run."""
-    cfg = load_config(run_dir)
-    if cfg.method != "metabn" or not (run_dir / DONE).exists():
+    if load_config(run_dir).method != "metabn" or not is_finished(run_dir):
         raise UserError(f"'{run_dir}' is not a finished metabn run")
-    classes = json.loads((run_dir / "env.json").read_text())["data"]["classes"]
-    method = build_method(cfg, len(classes), device)
-    model = method.build_model().to(device)
-    model.load_state_dict(torch.load(run_dir / MODEL, map_location=device, weights_only=True))
-    method.prepare_eval(model)
-    return method, model
+    run = load_trained(run_dir, device, channels_last=False)
+    return run.method, run.model
 
 
 @contextlib.contextmanager

@@ -10,7 +10,6 @@ Which images of a cell were classified correctly goes, bit-packed, to RUN_DIR/pe
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from pathlib import Path
@@ -20,19 +19,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metabn_bench import fsio
+from metabn_bench import fsio, runs
 from metabn_bench.corruptions import names as cnames
 from metabn_bench.data.loader import batches, to_float
 from metabn_bench.data.specs import load_split
 from metabn_bench.data.store import CorruptedSet, open_set
-from metabn_bench.device import autocast, memory_format, resolve_device
+from metabn_bench.device import autocast, resolve_device
 from metabn_bench.errors import UserError
 from metabn_bench.evaluation import per_image
 from metabn_bench.evaluation.protocols import PROTOCOLS, make_protocol, parse_protocol
-from metabn_bench.methods import build_method
-from metabn_bench.training.loop import DONE, MODEL, load_config
-
-EVAL_FILE = "eval.jsonl"
+from metabn_bench.evaluation.trained import load_trained
+from metabn_bench.runs import EVAL_FILE
 
 
 def clean_images(run_cfg: Any, cset: CorruptedSet) -> np.ndarray:
@@ -59,17 +56,14 @@ def evaluate(run_dir: str | Path, corrupted: str | Path, protocols: tuple[str, .
              batch_size: int = 0, extras: bool = False, device: str = "auto",
              verify: bool = True, progress: bool = True) -> list[dict[str, Any]]:
     """Evaluate a finished run; returns all of its rows for this corrupted set."""
-    run_dir = Path(run_dir)
-    if not (run_dir / DONE).exists():
-        raise UserError(f"run '{run_dir}' has not finished training (no '{DONE}' marker); "
-                        "re-run its train command to resume it")
+    run_dir = runs.require_finished(run_dir, "; re-run its train command to resume it")
     for spec in protocols:
         parse_protocol(spec)
-    cfg = load_config(run_dir)
+    cfg = runs.load_config(run_dir)
     dev = resolve_device(device)
     cset = open_set(corrupted, verify=verify)
     clean = clean_images(cfg, cset)
-    num_classes = _num_classes(run_dir)
+    num_classes = len(runs.class_names(run_dir))
     if cset.labels.max() >= num_classes:
         raise UserError(f"the corrupted set has labels up to {int(cset.labels.max())} but the "
                         f"model has {num_classes} classes")
@@ -83,7 +77,7 @@ def evaluate(run_dir: str | Path, corrupted: str | Path, protocols: tuple[str, .
         todo = [c for c in cells if _key_of(cset.set_id, spec, bs, *c) not in done]
         if not todo:
             continue
-        evaluator = _Evaluator(run_dir, cfg, num_classes, dev, spec)
+        evaluator = _Evaluator(run_dir, dev, spec)
         bar = tqdm(todo, desc=f"evaluate {cfg.method} [{spec}]", unit="cell",
                    disable=not progress, leave=False, dynamic_ncols=True)
         for corruption, severity in bar:
@@ -113,11 +107,6 @@ def _warn_if_class_sorted(labels: np.ndarray, protocols: tuple[str, ...]) -> Non
                       "at a time; make the set again with `metabn-bench corrupt`", stacklevel=2)
 
 
-def _num_classes(run_dir: Path) -> int:
-    info = json.loads((run_dir / "env.json").read_text())
-    return len(info["data"]["classes"])
-
-
 def _key(row: dict[str, Any]) -> tuple[Any, ...]:
     return _key_of(row["set_id"], row["protocol"], row["test_batch_size"], row["corruption"],
                    row["severity"])
@@ -130,18 +119,14 @@ def _key_of(set_id: str, protocol: str, bs: int, corruption: str, severity: int)
 class _Evaluator:
     """A model rebuilt from a run directory, wrapped in one test-time protocol."""
 
-    def __init__(self, run_dir: Path, cfg: Any, num_classes: int, device: torch.device,
-                 spec: str) -> None:
-        self.cfg = cfg
+    def __init__(self, run_dir: Path, device: torch.device, spec: str) -> None:
+        run = load_trained(run_dir, device)
+        self.cfg = run.config
         self.device = device
-        self.method = build_method(cfg, num_classes, device)
-        self.fmt = memory_format(device, cfg.channels_last)
-        model = self.method.build_model().to(device, memory_format=self.fmt)
-        state = torch.load(run_dir / MODEL, map_location=device, weights_only=True)
-        model.load_state_dict(state)
-        self.method.prepare_eval(model)
-        self.model = model
-        self.protocol = make_protocol(spec, model, self._forward)
+        self.method = run.method
+        self.fmt = run.fmt
+        self.model = run.model
+        self.protocol = make_protocol(spec, run.model, self._forward)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         with autocast(self.device, self.cfg.amp):

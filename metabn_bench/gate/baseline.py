@@ -24,8 +24,8 @@ from metabn_bench.errors import UserError
 from metabn_bench.gate.compare import CheckResult, compare, load_summary
 from metabn_bench.gate.exact import REFERENCE, compute_exact_tier, save_references
 from metabn_bench.reporting.report import RESULT_FILES, markdown_report
+from metabn_bench.runs import DONE
 from metabn_bench.suite.runner import SuiteResult, run_suite
-from metabn_bench.training.loop import DONE
 
 GATE_PRESET = "smoke"
 # The baseline is made with 2 torch threads, as the machine that measured the noise ran it;

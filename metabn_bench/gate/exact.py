@@ -37,15 +37,16 @@ from metabn_bench.errors import UserError
 from metabn_bench.evaluation.evaluate import evaluate
 from metabn_bench.methods import build_method
 from metabn_bench.reporting.report import build_report, collect, write_results
+from metabn_bench.runs import CONFIG, DONE, ENV, METRICS, MODEL
 from metabn_bench.seeding import seed_everything
 from metabn_bench.suite.jobs import plan_jobs
-from metabn_bench.training.loop import DONE, MODEL, train
+from metabn_bench.training.loop import train
 
 REFERENCE = "reference"  # results/<preset>/reference/: the exact tier's baseline
 MODELS = "models"  # reference/models/<method>/: a run directory without its history
 CORRUPTED_FILE = "corrupted.json"
 TRAINING_FILE = "training.json"
-RUN_FILES = ("config.json", "env.json", DONE)
+RUN_FILES = (CONFIG, ENV, DONE)
 # A few steps on a fixed subset: enough for every loss term to reach the weights, few enough
 # that float-order differences between CPUs stay near float32 resolution (noise.py measures it).
 FINGERPRINT_IMAGES = 256
@@ -136,7 +137,7 @@ def training_fingerprint(cfg: SuiteConfig, work: Path) -> dict[str, dict[str, fl
         init = _parameters(build_method(tcfg, num_classes, torch.device("cpu")).build_model())
         final = torch.load(run_dir / MODEL, map_location="cpu", weights_only=True)
         update = math.sqrt(sum(float((final[k].double() - v).pow(2).sum()) for k, v in init.items()))
-        row = fsio.read_jsonl(run_dir / "metrics.jsonl")[-1]
+        row = fsio.read_jsonl(run_dir / METRICS)[-1]
         numbers = {k: float(v) for k, v in row.items()
                    if isinstance(v, int | float) and not isinstance(v, bool)
                    and k not in ("epoch", "lr", "seconds", "images_per_s", "train_error")}

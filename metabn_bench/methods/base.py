@@ -2,7 +2,9 @@
 
 - `Hparams`: a frozen dataclass of the method's defaults (validated `hparams` config keys).
 - `norm_layer()` / `block_unit()` / `build_model()`: what the architecture is built with.
-- `prepare_training(model, run_dir, train_set, progress)`: set-up before the optimiser exists.
+- `prerequisite(cfg)`: a run the method needs finished first (post_hoc Meta-BN: its backbone);
+  `train` and the suite train it, then hand its directory to `prepare_training`.
+- `prepare_training(model, prerequisite)`: set-up before the optimiser exists.
 - `batch_transform(batch)`: batch-level augmentation on the device (images in [0, 1]).
 - `training_step(model, batch)`: the loss (and logits, for the training error).
 - `prepare_eval(model)` and `reset()`: anything the method does at test time.
@@ -20,7 +22,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metabn_bench.config import TrainConfig, from_dict, to_dict
-from metabn_bench.data.arrays import ArraySet
 from metabn_bench.models import Classifier, build_model
 from metabn_bench.models.norms import NormFactory, UnitFactory, make_norm
 
@@ -28,6 +29,15 @@ from metabn_bench.models.norms import NormFactory, UnitFactory, make_norm
 @dataclass(frozen=True)
 class NoHparams:
     """A method without options of its own."""
+
+
+@dataclass(frozen=True)
+class Prerequisite:
+    """A run a method needs finished before it trains: its config, and the name of its
+    directory inside the method's own run directory (so it is resumed and skipped with it)."""
+
+    config: TrainConfig
+    name: str
 
 
 @dataclass
@@ -99,8 +109,16 @@ class Method:
         return [{"params": [p for p in model.parameters() if p.requires_grad]}]
 
     # -- training ------------------------------------------------------------------------------
-    def prepare_training(self, model: nn.Module, run_dir: Path, train_set: ArraySet,
-                         progress: bool) -> None:
+    @classmethod
+    def prerequisite(cls, cfg: TrainConfig) -> Prerequisite | None:
+        """The run this method needs finished before it trains (none for vanilla).
+
+        A method never runs the training loop itself: `train` trains the prerequisite first
+        and passes its finished directory to `prepare_training`.
+        """
+        return None
+
+    def prepare_training(self, model: nn.Module, prerequisite: Path | None) -> None:
         """Set the model up before the optimiser is built (nothing for vanilla)."""
 
     def batch_transform(self, batch: Batch) -> Batch:

@@ -15,8 +15,7 @@ from typing import Any
 import pandas as pd
 
 from metabn_bench.corruptions import names as cnames
-from metabn_bench.evaluation.evaluate import EVAL_FILE
-from metabn_bench.training.loop import DONE
+from metabn_bench.runs import CONFIG, DONE, ENV, EVAL_FILE
 
 NOT_EVALUATED = "not evaluated (cell absent from eval.jsonl)"
 PROTOCOL_NOT_EVALUATED = "protocol not evaluated for this run"
@@ -71,11 +70,11 @@ def run_status(paths: list[Path]) -> list[dict[str, Any]]:
     for path in paths:
         if not Path(path).is_dir():
             continue
-        configs = [path / "config.json"] if (path / "config.json").is_file() else sorted(
-            Path(path).rglob("config.json"))
+        configs = [path / CONFIG] if (path / CONFIG).is_file() else sorted(
+            Path(path).rglob(CONFIG))
         for config in configs:
             run_dir = config.parent
-            if run_dir in seen or not ((run_dir / "env.json").exists() or (run_dir / DONE).exists()):
+            if run_dir in seen or not ((run_dir / ENV).exists() or (run_dir / DONE).exists()):
                 continue  # a config.json that is not a run directory's
             seen.add(run_dir)
             if (run_dir / DONE).exists() and (run_dir / EVAL_FILE).exists():

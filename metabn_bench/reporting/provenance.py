@@ -7,14 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from metabn_bench import provenance
+from metabn_bench.runs import ENV
 
 
 def provenance_of(paths: list[Path], rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Data sources, seeds and corrupted sets of the rows, plus the runs' recorded versions."""
     envs = []
     for path in paths:
-        for env_file in ([path / "env.json"] if (path / "env.json").exists()
-                         else sorted(Path(path).rglob("env.json"))):
+        for env_file in ([path / ENV] if (path / ENV).exists()
+                         else sorted(Path(path).rglob(ENV))):
             try:
                 env = json.loads(env_file.read_text())
             except (json.JSONDecodeError, UnicodeDecodeError):

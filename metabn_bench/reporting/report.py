@@ -18,7 +18,6 @@ import pandas as pd
 from metabn_bench import fsio
 from metabn_bench.errors import UserError
 from metabn_bench.evaluation import per_image
-from metabn_bench.evaluation.evaluate import EVAL_FILE
 from metabn_bench.reporting import stats
 from metabn_bench.reporting.document import Section, render_document, render_table
 from metabn_bench.reporting.metrics import cells_frame, normalization_reference, summary_rows
@@ -26,6 +25,7 @@ from metabn_bench.reporting.missing import missing_cells, run_status
 from metabn_bench.reporting.published import METRICS, published_rows
 from metabn_bench.reporting.sections import report_sections
 from metabn_bench.reporting.views import fmt
+from metabn_bench.runs import EVAL_FILE
 
 FORMATS = ("markdown", "latex", "csv", "json", "html")
 SCHEMA = "metabn-bench summary v1"

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from metabn_bench import fsio
-from metabn_bench.config import SuiteConfig, TrainConfig, config_hash, from_dict, replace, to_dict
+from metabn_bench import fsio, runs
+from metabn_bench.config import SuiteConfig, TrainConfig, from_dict, replace, to_dict
 from metabn_bench.data.arrays import ArraySet
 from metabn_bench.errors import UserError
 from metabn_bench.runlock import RunLock, clear_failure, record_failure
@@ -33,11 +33,6 @@ DONE, BUSY, FAILED = "done", "busy", "failed"  # what run_job returns
 
 class SuiteRunError(Exception):
     """Some jobs of a suite failed (their run directories hold failed.json); the CLI exits 1."""
-
-
-def run_dir_name(method: str, seed: int, cfg_hash: str) -> str:
-    """<method>-s<seed>-<config hash>: readable and unique per configuration."""
-    return f"{method}-s{seed}-{cfg_hash}"
 
 
 @dataclass(frozen=True)
@@ -82,7 +77,7 @@ def plan_jobs(cfg: SuiteConfig, work_dir: Path, num_classes: int) -> tuple[Job, 
             tcfg = replace(cfg.train, method=method, seed=seed,
                            hparams=dict(cfg.method_hparams.get(method, {})))
             tcfg = resolve_config(tcfg, num_classes)
-            run_dir = work_dir.resolve() / "train" / run_dir_name(method, seed, config_hash(tcfg))
+            run_dir = runs.suite_run_dir(tcfg, work_dir.resolve())
             jobs.append(Job(method, seed, tcfg, run_dir))
     return tuple(jobs)
 
@@ -160,7 +155,6 @@ def run_job(plan: SuitePlan, job: Job, train_set: Callable[[], ArraySet], progre
     ranks train, rank 0 evaluates.
     """
     from metabn_bench.evaluation.evaluate import evaluate
-    from metabn_bench.training.loop import DONE as DONE_MARKER
     from metabn_bench.training.loop import train
 
     main = distributed.is_main()
@@ -173,7 +167,7 @@ def run_job(plan: SuitePlan, job: Job, train_set: Callable[[], ArraySet], progre
     try:
         if main:
             clear_failure(job.run_dir)
-        if not (job.run_dir / DONE_MARKER).exists():  # no need to load the data otherwise
+        if not runs.is_finished(job.run_dir):  # no need to load the data otherwise
             info = train(job.config, job.run_dir, progress=progress and main,
                          train_set=train_set())
             log(f"{'resumed and trained' if info.resumed_from else 'trained'}: {job.label} "

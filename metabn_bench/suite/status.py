@@ -23,6 +23,7 @@ from metabn_bench import fsio
 from metabn_bench.config import SuiteConfig, to_dict
 from metabn_bench.errors import UserError
 from metabn_bench.runlock import holder, read_failure
+from metabn_bench.runs import CONFIG, DONE, EVAL_FILE, METRICS
 from metabn_bench.suite.jobs import PLAN_FILE, Job, SuitePlan, plan_jobs, read_plan
 
 STATES = ("done", "running", "failed", "interrupted", "missing")
@@ -82,7 +83,6 @@ def set_state(cfg: SuiteConfig, set_dir: Path) -> SetState:
 
 def eval_counts(run_dir: Path, cfg: SuiteConfig, set_id: str | None) -> dict[str, tuple[int, int]]:
     """protocol -> (cells evaluated, cells expected) for one run directory."""
-    from metabn_bench.evaluation.evaluate import EVAL_FILE
     from metabn_bench.evaluation.protocols import PROTOCOLS, parse_protocol
 
     cells = set(expected_cells(cfg))
@@ -99,10 +99,8 @@ def eval_counts(run_dir: Path, cfg: SuiteConfig, set_id: str | None) -> dict[str
 
 def job_state(job: Job, cfg: SuiteConfig, set_id: str | None) -> JobState:
     """The state of one job, read from its run directory."""
-    from metabn_bench.training.loop import DONE
-
     run_dir = job.run_dir
-    epochs = len(fsio.read_jsonl(run_dir / "metrics.jsonl"))
+    epochs = len(fsio.read_jsonl(run_dir / METRICS))
     trained = (run_dir / DONE).exists()
     evals = eval_counts(run_dir, cfg, set_id)
     live = holder(run_dir)
@@ -113,7 +111,7 @@ def job_state(job: Job, cfg: SuiteConfig, set_id: str | None) -> JobState:
         state = "failed"
     elif trained and all(d == t for d, t in evals.values()):
         state = "done"
-    elif (run_dir / "config.json").exists():
+    elif (run_dir / CONFIG).exists():
         state = "interrupted"
     else:
         state = "missing"
@@ -122,8 +120,6 @@ def job_state(job: Job, cfg: SuiteConfig, set_id: str | None) -> JobState:
 
 def is_complete(plan: SuitePlan, job: Job) -> bool:
     """Trained and evaluated on every cell of every protocol (the set must be complete)."""
-    from metabn_bench.training.loop import DONE
-
     if not (job.run_dir / DONE).exists():
         return False
     set_id = set_state(plan.suite, plan.set_dir).set_id

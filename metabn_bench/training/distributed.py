@@ -33,6 +33,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from metabn_bench.errors import UserError
+from metabn_bench.runs import ENV
 from metabn_bench.seeding import seed_everything
 
 
@@ -249,7 +250,7 @@ def prepare_model(model: nn.Module) -> dict[str, Any]:
 
 def record(run_dir: Path, info: dict[str, Any]) -> None:
     """Add how a distributed run was trained to its env.json (rank 0; nothing otherwise)."""
-    env_path = Path(run_dir) / "env.json"
+    env_path = Path(run_dir) / ENV
     if _CONTEXT.active and is_main() and env_path.is_file():
         from metabn_bench import fsio
 

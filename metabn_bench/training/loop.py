@@ -1,9 +1,9 @@
 """`train`: one (method, config, seed) -> a run directory, resumable after interruption.
 
-Run directory: config.json (the resolved config), env.json (versions, device, commit, data
-source), metrics.jsonl (one row per epoch), checkpoint.pt (every epoch, atomically), model.pt
-and a `done` marker at the end. Randomness inside epoch e depends only on (seed, e), so a run
-resumed from the checkpoint of epoch e-1 ends with the same weights as an uninterrupted one.
+The run directory's files are those of runs.py (config.json, env.json, metrics.jsonl,
+checkpoint.pt every epoch, model.pt and the `done` marker at the end). Randomness inside
+epoch e depends only on (seed, e), so a run resumed from the checkpoint of epoch e-1 ends with
+the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -18,20 +18,17 @@ import torch
 from tqdm import tqdm
 
 from metabn_bench import fsio, provenance
-from metabn_bench.config import TrainConfig, config_hash, from_dict, identity, replace, to_dict
+from metabn_bench.config import TrainConfig, config_hash, identity, replace, to_dict
 from metabn_bench.data.arrays import ArraySet
 from metabn_bench.data.augment import crop_flip
 from metabn_bench.data.loader import DeviceLoader, to_float
 from metabn_bench.data.specs import load_split
 from metabn_bench.device import autocast, grad_scaler, memory_format, resolve_device
 from metabn_bench.errors import UserError
-from metabn_bench.methods import Batch, Method, build_method
+from metabn_bench.methods import METHODS, Batch, Method, build_method
+from metabn_bench.runs import CHECKPOINT, CONFIG, DONE, ENV, METRICS, MODEL, default_run_dir, load_config
 from metabn_bench.seeding import generator, seed_everything
 from metabn_bench.training import distributed
-
-CHECKPOINT = "checkpoint.pt"
-MODEL = "model.pt"
-DONE = "done"
 
 
 @dataclass
@@ -49,12 +46,6 @@ def resolve_config(cfg: TrainConfig, num_classes: int) -> TrainConfig:
     return replace(cfg, hparams=method.resolved_hparams())
 
 
-def default_run_dir(cfg: TrainConfig, root: str | Path = "runs") -> Path:
-    """runs/<dataset>/<method>/<config hash>/ (the dataset spec made path-safe)."""
-    dataset = cfg.data.dataset.replace(":", "_").replace("/", "_").strip("_") or "data"
-    return Path(root) / dataset / cfg.method / config_hash(cfg)
-
-
 def cosine_lambda(total_steps: int, lr: float, lr_min: float):
     """Per-step cosine decay from lr to lr_min, as a multiplier for LambdaLR."""
     floor = lr_min / lr if lr > 0 else 0.0
@@ -63,16 +54,6 @@ def cosine_lambda(total_steps: int, lr: float, lr_min: float):
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
 
     return factor
-
-
-def load_config(run_dir: str | Path) -> TrainConfig:
-    """The TrainConfig stored in a run directory."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise UserError(f"'{run_dir}' is not a run directory (no config.json)")
-    import json
-
-    return from_dict(TrainConfig, json.loads(path.read_text()))
 
 
 def _check_same_run(run_dir: Path, cfg: TrainConfig) -> None:
@@ -84,34 +65,48 @@ def _check_same_run(run_dir: Path, cfg: TrainConfig) -> None:
 
 def train(cfg: TrainConfig, run_dir: str | Path | None = None, runs_root: str | Path = "runs",
           progress: bool = True, train_set: ArraySet | None = None) -> RunInfo:
-    """Train `cfg` into `run_dir` (default: runs/<dataset>/<method>/<hash>/); resume if possible."""
+    """Train `cfg` into `run_dir` (default: runs/<dataset>/<method>-s<seed>-<hash>/); resume if possible."""
     device = resolve_device(cfg.device)
     data = train_set or load_split(cfg.data.dataset, "train", cfg.data.data_root,
                                    cfg.data.train_size, cfg.data.label)
     cfg = resolve_config(cfg, len(data.classes))
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg, runs_root)
-    if (run_dir / "config.json").exists():
+    if (run_dir / CONFIG).exists():
         _check_same_run(run_dir, cfg)
         if (run_dir / DONE).exists():
             return RunInfo(run_dir, cfg.epochs, skipped=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     if distributed.is_main():  # under torch.distributed, rank 0 alone writes files
-        fsio.write_json(run_dir / "config.json", to_dict(cfg))
+        fsio.write_json(run_dir / CONFIG, to_dict(cfg))
         env = provenance.environment(device)
         env["data"] = {"source": data.source, "n_train": len(data), "classes": list(data.classes),
                        **data.notes}
-        fsio.write_json(run_dir / "env.json", env)
+        fsio.write_json(run_dir / ENV, env)
     return _fit(cfg, data, run_dir, device, progress and distributed.is_main())
+
+
+def _train_prerequisite(cfg: TrainConfig, run_dir: Path, data: ArraySet,
+                        progress: bool) -> Path | None:
+    """Train (or find finished) the run the method needs first, inside RUN_DIR; its directory.
+
+    It runs before this run's own seeding, and every run seeds itself, so the method's run
+    gets the same weights as when the prerequisite was finished long before.
+    """
+    needed = METHODS.get(cfg.method).prerequisite(cfg)
+    if needed is None:
+        return None
+    return train(needed.config, run_dir / needed.name, progress=progress, train_set=data).run_dir
 
 
 def _fit(cfg: TrainConfig, data: ArraySet, run_dir: Path, device: torch.device,
          progress: bool) -> RunInfo:
+    prerequisite = _train_prerequisite(cfg, run_dir, data, progress)
     seed_everything(cfg.seed, "init")
     method = build_method(cfg, len(data.classes), device)
     fmt = memory_format(device, cfg.channels_last)
     model = method.build_model().to(device, memory_format=fmt)
     # post_hoc Meta-BN loads and freezes its backbone here, before ranks synchronise weights
-    method.prepare_training(model, run_dir, data, progress)
+    method.prepare_training(model, prerequisite)
     distributed.record(run_dir, distributed.prepare_model(model))
     distributed.check_batch_size(cfg.optim.batch_size)
     loader = DeviceLoader(data.images, data.labels, cfg.optim.batch_size, device, seed=cfg.seed)
@@ -125,7 +120,7 @@ def _fit(cfg: TrainConfig, data: ArraySet, run_dir: Path, device: torch.device,
     scaler = grad_scaler(device, cfg.amp)
     start = 0
     ckpt_path = run_dir / CHECKPOINT
-    history = fsio.read_jsonl(run_dir / "metrics.jsonl")
+    history = fsio.read_jsonl(run_dir / METRICS)
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
@@ -145,7 +140,7 @@ def _fit(cfg: TrainConfig, data: ArraySet, run_dir: Path, device: torch.device,
         if distributed.is_main():
             with fsio.atomic_open(ckpt_path) as fh:
                 torch.save(state, fh)
-            fsio.write_jsonl(run_dir / "metrics.jsonl", history)
+            fsio.write_jsonl(run_dir / METRICS, history)
     if distributed.is_main():
         with fsio.atomic_open(run_dir / MODEL) as fh:
             torch.save(model.state_dict(), fh)
