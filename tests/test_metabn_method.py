@@ -14,7 +14,7 @@ from torch.func import functional_call
 
 from metabn_bench.analysis.ablation import write_ablation
 from metabn_bench.analysis.diagnostics import diagnose
-from metabn_bench.corruptions import CORRUPTIONS
+from metabn_bench.corruptions.ops import CORRUPTIONS
 from metabn_bench.corruptions.registry import Corruption
 from metabn_bench.data.store import open_set
 from metabn_bench.errors import UserError

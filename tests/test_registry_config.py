@@ -14,7 +14,7 @@ from metabn_bench.config import (
     parse_overrides,
     preset_names,
 )
-from metabn_bench.corruptions import CORRUPTIONS
+from metabn_bench.corruptions.ops import CORRUPTIONS
 from metabn_bench.data.specs import DATASETS
 from metabn_bench.errors import UserError
 from metabn_bench.evaluation.protocols import PROTOCOLS
