@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from metabn_bench import fsio
 from metabn_bench.analysis.cam import CamRequest, cam_grid, class_activation_map, grad_cam
 from metabn_bench.cli import app
+from metabn_bench.data import per_image
 from metabn_bench.errors import UserError
-from metabn_bench.evaluation import per_image
 from metabn_bench.evaluation.evaluate import evaluate
 from metabn_bench.models import build_model
 from metabn_bench.reporting.plots import write_plots

@@ -20,9 +20,9 @@ from typing import Any
 from tabulate import tabulate
 
 from metabn_bench import fsio, provenance
+from metabn_bench.data import per_image
 from metabn_bench.data.store import open_set
 from metabn_bench.errors import UserError
-from metabn_bench.evaluation import per_image
 from metabn_bench.methods.metabn import MetaBN
 from metabn_bench.reporting.report import build_report, collect, markdown_report
 from metabn_bench.runs import load_config

@@ -21,12 +21,12 @@ from tqdm import tqdm
 
 from metabn_bench import fsio, runs
 from metabn_bench.corruptions import names as cnames
+from metabn_bench.data import per_image
 from metabn_bench.data.loader import batches, to_float
 from metabn_bench.data.specs import load_split
 from metabn_bench.data.store import CorruptedSet, open_set
 from metabn_bench.device import autocast, resolve_device
 from metabn_bench.errors import UserError
-from metabn_bench.evaluation import per_image
 from metabn_bench.evaluation.protocols import PROTOCOLS, make_protocol, parse_protocol
 from metabn_bench.evaluation.trained import load_trained
 from metabn_bench.runs import EVAL_FILE

@@ -19,8 +19,6 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from metabn_bench.evaluation.protocols import parse_protocol
-
 METRICS = {
     "mce": "CIFAR mCE (%): unnormalised mean error over the 15 common corruptions x 5 severities",
     "severity5": "mean error (%) over the 15 common corruptions at severity 5",
@@ -99,7 +97,8 @@ def measured_setting(group: pd.DataFrame, corruptions: list[str]) -> dict[str, A
     return {
         "dataset": dataset_family(str(first.get("dataset", "")), str(first.get("data_source", ""))),
         "arch": first.get("arch"),
-        "protocol": parse_protocol(str(first["protocol"]))[0],
+        # the protocol's name without its options ('bn:prior=16' -> 'bn'), as evaluation wrote it
+        "protocol": str(first["protocol"]).partition(":")[0],
         "protocol_options": _options(first.get("protocol_options")),
         "test_images": int((clean if len(clean) else group)["n"].iloc[0]) if "n" in group else None,
         "corruptions": len(corruptions),

@@ -16,8 +16,8 @@ from typing import Any
 import pandas as pd
 
 from metabn_bench import fsio
+from metabn_bench.data import per_image
 from metabn_bench.errors import UserError
-from metabn_bench.evaluation import per_image
 from metabn_bench.reporting import stats
 from metabn_bench.reporting.document import Section, render_document, render_table
 from metabn_bench.reporting.metrics import cells_frame, normalization_reference, summary_rows

@@ -14,19 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from metabn_bench import provenance
-from metabn_bench.config import SuiteConfig, to_dict
+from metabn_bench.config import SuiteConfig
 from metabn_bench.corruptions.generate import corrupt_dataset
 from metabn_bench.data.specs import load_split
 from metabn_bench.data.store import open_set
 from metabn_bench.device import resolve_device
 from metabn_bench.errors import UserError
 from metabn_bench.methods import METHODS
-from metabn_bench.reporting.report import build_report, collect, write_results
-from metabn_bench.suite.jobs import SuitePlan, make_plan
+from metabn_bench.suite.jobs import make_plan
 from metabn_bench.suite.launch import LAUNCHERS, LaunchOptions
+from metabn_bench.suite.results import report_suite
 
 Log = Callable[[str], None]
 
@@ -78,19 +75,3 @@ def run_suite(cfg: SuiteConfig, results_dir: str | Path | None = None,
     if not run_jobs(plan, launch or LaunchOptions(), progress, log):
         return SuiteResult(results, work, None)
     return SuiteResult(results, work, report_suite(plan, results, device))
-
-
-def report_suite(plan: SuitePlan, results_dir: Path,
-                 device: torch.device | None = None) -> dict[str, Any]:
-    """Write results/<preset>/ (cells.csv, summary.json, report.md) from the plan's runs."""
-    cfg = plan.suite
-    set_id = open_set(plan.set_dir, verify=False).set_id
-    found = collect([j.run_dir for j in plan.jobs])
-    rows = [r for r in found.rows if r["protocol"] in cfg.eval.protocols and r["set_id"] == set_id]
-    prov = {**provenance.environment(device or resolve_device(cfg.train.device)),
-            "data_source": plan.data_source, "preset": cfg.name,
-            "seeds": list(cfg.seeds), "arch": cfg.train.arch,
-            "corrupted_set": plan.set_label, "config": to_dict(cfg)}
-    report = build_report(rows, prov, vectors=found.vectors)
-    write_results(report, results_dir, f"{cfg.name}: {cfg.description or 'results'}")  # + plots/
-    return report

@@ -23,8 +23,8 @@ from tqdm import tqdm
 import metabn_bench
 from metabn_bench.errors import UserError
 from metabn_bench.suite.jobs import WORKER_ENV, Log, SuitePlan
-from metabn_bench.suite.launch import LaunchOptions
 from metabn_bench.suite.launch.common import finish
+from metabn_bench.suite.launch.options import LaunchOptions
 from metabn_bench.suite.status import is_complete
 
 

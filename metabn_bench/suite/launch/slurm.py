@@ -21,8 +21,8 @@ from tqdm import tqdm
 from metabn_bench import fsio
 from metabn_bench.errors import UserError
 from metabn_bench.suite.jobs import Log, SuitePlan
-from metabn_bench.suite.launch import LaunchOptions
 from metabn_bench.suite.launch.common import finish
+from metabn_bench.suite.launch.options import LaunchOptions
 from metabn_bench.suite.status import is_complete
 
 EXECUTORS = ("slurm", "local", "debug")
@@ -92,7 +92,7 @@ def run_one(plan_path: str, index: int, sync_bn: bool = True) -> str:
 def report_one(plan_path: str) -> str:
     """The body of the report job: write the results directory from the finished runs."""
     from metabn_bench.suite.jobs import read_plan
-    from metabn_bench.suite.runner import report_suite
+    from metabn_bench.suite.results import report_suite
 
     plan = read_plan(plan_path)
     finish(plan)
