@@ -21,6 +21,7 @@ from metabn_bench.corruptions import names as cnames
 from metabn_bench.data.augment import crop_flip
 from metabn_bench.data.loader import to_float
 from metabn_bench.methods import Batch, build_method
+from metabn_bench.training.step import train_step
 
 # Sizes of the data sets the paper presets name (train images, test images, classes, pixels).
 DATASET_SIZES = {"cifar10": (50_000, 10_000, 10, 32), "cifar100": (50_000, 10_000, 100, 32),
@@ -63,10 +64,7 @@ def train_step_cost(cfg: TrainConfig, num_classes: int, image_size: int, batch: 
     def step() -> None:
         x = crop_flip(to_float(_images(batch, image_size, gen), fmt), cfg.data.crop_padding,
                       cfg.data.hflip, gen)
-        out = method.training_step(model, method.batch_transform(Batch(x, labels)))
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        opt.step()
+        train_step(method, model, Batch(x, labels), opt)
 
     flops = _flops(step)
     seconds = 0.0

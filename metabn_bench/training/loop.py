@@ -23,12 +23,13 @@ from metabn_bench.data.arrays import ArraySet
 from metabn_bench.data.augment import crop_flip
 from metabn_bench.data.loader import DeviceLoader, to_float
 from metabn_bench.data.specs import load_split
-from metabn_bench.device import autocast, grad_scaler, memory_format, resolve_device
+from metabn_bench.device import grad_scaler, memory_format, resolve_device
 from metabn_bench.errors import UserError
 from metabn_bench.methods import METHODS, Batch, Method, build_method
 from metabn_bench.runs import CHECKPOINT, CONFIG, DONE, ENV, METRICS, MODEL, default_run_dir, load_config
 from metabn_bench.seeding import generator, seed_everything
 from metabn_bench.training import distributed
+from metabn_bench.training.step import train_step
 
 
 @dataclass
@@ -168,14 +169,8 @@ def _epoch(method: Method, model: torch.nn.Module, loader: DeviceLoader,
     for images, labels in bar:
         x = crop_flip(to_float(images, fmt), cfg.data.crop_padding, cfg.data.hflip, gen)
         x, labels = distributed.shard(x), distributed.shard(labels)  # this rank's share
-        batch = method.batch_transform(Batch(x, labels, lr=optimizer.param_groups[0]["lr"]))
-        with autocast(device, cfg.amp):
-            out = method.training_step(model, batch)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(out.loss).backward()
-        distributed.sync_gradients(model)
-        scaler.step(optimizer)
-        scaler.update()
+        out = train_step(method, model, Batch(x, labels, lr=optimizer.param_groups[0]["lr"]),
+                         optimizer, scaler, cfg.amp)
         scheduler.step()
         n = labels.shape[0]
         loss = float(out.loss.detach())
