@@ -341,16 +341,23 @@ def status(
     typer.echo(render(status_table(state), "markdown"))
 
 
-def _gate_app() -> None:
+def _sub_app(name: str, module: Any, help_: str) -> None:
+    """`metabn-bench NAME ...`: the functions named in module.COMMANDS as subcommands."""
+    sub = typer.Typer(no_args_is_help=True, help=help_)
+    for fn in module.COMMANDS:
+        command(fn.replace("_", "-"), sub)(getattr(module, fn))
+    app.add_typer(sub, name=name)
+
+
+def _register_sub_apps() -> None:
+    from metabn_bench.analysis import cli as analysis_cli
     from metabn_bench.gate import cli as gate_cli
 
-    sub = typer.Typer(no_args_is_help=True, help="The regression gate: tiers, noise, regressions.")
-    for name in gate_cli.COMMANDS:
-        command(name.replace("_", "-"), sub)(getattr(gate_cli, name))
-    app.add_typer(sub, name="gate")
+    _sub_app("gate", gate_cli, "The regression gate: tiers, noise, regressions.")
+    _sub_app("analysis", analysis_cli, "Meta-BN analyses: the ablation table, the diagnostics.")
 
 
-_gate_app()
+_register_sub_apps()
 
 
 def main() -> None:

@@ -4,14 +4,13 @@ Every `metabn` run is reported as `metabn[<variant>]`, the variant being the run
 name without its `-s<seed>` suffix, so that seeds of one variant aggregate and variants stay
 apart (the generic report groups by method name only). The report lists each variant's
 options that differ from the defaults, and optionally the test-time contribution of the
-auxiliary nets (errors with corrections on and off, from metabn_diagnostics JSON files).
+auxiliary nets (errors with corrections on and off, from `metabn-bench analysis diagnostics --json` files).
 
-    python -m metabn_bench.analysis.ablation RUN_DIR... --corrupted DIR --out DIR [--title T]
+    metabn-bench analysis ablation RUN_DIR... --corrupted DIR --out DIR [--title T]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from pathlib import Path
@@ -110,26 +109,3 @@ def write_ablation(run_dirs: list[Path], corrupted: Path, out: Path, title: str,
                  "corrections on vs switched off)\n\n" + diagnostics_table(diagnostics) + "\n")
     fsio.write_text(out / "report.md", text)
     return out
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dirs", type=Path, nargs="+")
-    parser.add_argument("--corrupted", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--title", default="Meta-BN ablation")
-    parser.add_argument("--note", action="append", default=[],
-                        help="key=value recorded in the provenance (e.g. the recipe)")
-    parser.add_argument("--diagnostics", type=Path, nargs="*", default=[])
-    args = parser.parse_args()
-    notes = dict(item.split("=", 1) for item in args.note)
-    try:
-        out = write_ablation(args.run_dirs, args.corrupted, args.out, args.title, notes,
-                             args.diagnostics)
-    except UserError as exc:
-        raise SystemExit(f"error: {exc}") from None
-    print((out / "report.md").read_text())
-
-
-if __name__ == "__main__":
-    main()

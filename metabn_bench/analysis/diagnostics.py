@@ -6,21 +6,18 @@
 - Whole model: top-1 error with the corrections on and switched off (bound 0 at test time),
   on clean images and on every corruption: the auxiliary nets' own contribution.
 
-    python -m metabn_bench.analysis.diagnostics RUN_DIR CORRUPTED_DIR [--severity 3] [--n 500]
+    metabn-bench analysis diagnostics RUN_DIR CORRUPTED_DIR [--severity 3] [--n 500] [--json F]
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tabulate import tabulate
 
 from metabn_bench.data.loader import to_float
 from metabn_bench.data.store import open_set
@@ -130,36 +127,3 @@ def diagnose(run_dir: Path, corrupted: Path, severity: int = 3, n: int = 500,
         errors[name] = {"corrections_on": on, "corrections_off": off}
     return {"run": str(run_dir), "corrupted_set": str(corrupted), "severity": severity, "n": n,
             "data_source": cset.source, "per_layer": per_layer, "errors": errors}
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("corrupted", type=Path)
-    parser.add_argument("--severity", type=int, default=3)
-    parser.add_argument("--n", type=int, default=500)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--json", type=Path, help="also write the diagnosis here")
-    args = parser.parse_args()
-    try:
-        result = diagnose(args.run_dir, args.corrupted, args.severity, args.n, args.device)
-    except UserError as exc:
-        raise SystemExit(f"error: {exc}") from None
-    print(f"{result['data_source']}, severity {args.severity}, {result['n']} images")
-    cells = list(result["errors"])
-    rows = [[r["layer"], r["channels"], r["feature_size"]]
-            + [f"{r[f'{c}/z']:.2f} / {r[f'{c}/dg']:.3f} / {r[f'{c}/db']:.3f}" for c in cells]
-            for r in result["per_layer"]]
-    print("\nPer layer: mean |z| / mean |dg| / mean |db|")
-    print(tabulate(rows, ["layer", "C", "size", *cells], tablefmt="github"))
-    rows = [[c, f"{e['corrections_on']:.1f}", f"{e['corrections_off']:.1f}",
-             f"{e['corrections_off'] - e['corrections_on']:+.1f}"]
-            for c, e in result["errors"].items()]
-    print("\nTop-1 error (%) with the auxiliary corrections on and off")
-    print(tabulate(rows, ["cell", "on", "off", "gain from corrections"], tablefmt="github"))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
-
-
-if __name__ == "__main__":
-    main()
