@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -63,17 +63,24 @@ class StepResult:
     logs: dict[str, float] = field(default_factory=dict)
 
 
-class Method:
-    """Vanilla empirical risk minimisation with the common recipe: cross-entropy on crop+flip."""
+H = TypeVar("H")  # a method's Hparams dataclass
 
-    Hparams: ClassVar[type] = NoHparams
+
+class Method(Generic[H]):
+    """Vanilla empirical risk minimisation with the common recipe: cross-entropy on crop+flip.
+
+    Generic in the type of its options: a method declares `class M(Method[MHparams])` with
+    `Hparams = MHparams`, and `self.hp` has that type.
+    """
+
+    Hparams: ClassVar[type[Any]] = NoHparams
     description: ClassVar[str] = "cross-entropy with crop + flip (the common recipe)"
 
     def __init__(self, cfg: TrainConfig, num_classes: int, device: torch.device) -> None:
         self.cfg = cfg
         self.num_classes = num_classes
         self.device = device
-        self.hp = from_dict(self.Hparams, cfg.hparams, "hparams")
+        self.hp: H = from_dict(self.Hparams, cfg.hparams, "hparams")
         self.mean = torch.tensor(cfg.data.mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(cfg.data.std, device=device).view(1, -1, 1, 1)
 

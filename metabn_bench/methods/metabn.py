@@ -79,7 +79,7 @@ def _choice(key: str, value: str, valid: tuple[str, ...] | list[str]) -> None:
 
 
 @METHODS.register("metabn")
-class MetaBN(Method):
+class MetaBN(Method[MetaBNHparams]):
     """Meta BatchNorm, reconstructed from the abstract of Tsai (NTHU thesis, 2021): auxiliary
     nets correct BN gamma/beta per sample; trained episodically on AugMix shift proxies."""
 
@@ -88,7 +88,7 @@ class MetaBN(Method):
 
     def __init__(self, cfg: Any, num_classes: int, device: torch.device) -> None:
         super().__init__(cfg, num_classes, device)
-        hp: MetaBNHparams = self.hp
+        hp = self.hp
         _choice("aux_net", hp.aux_net, AUX_NETS)
         _choice("placement", hp.placement, list(PLACEMENTS))
         _choice("stats_source", hp.stats_source, STATS_SOURCES)
@@ -109,7 +109,7 @@ class MetaBN(Method):
 
     # -- model ---------------------------------------------------------------------------------
     def norm_layer(self) -> NormFactory:
-        hp: MetaBNHparams = self.hp
+        hp = self.hp
         return make_norm("metabn", aux_net=hp.aux_net, bound=hp.bound,
                          stats_source=hp.stats_source, reduction=hp.aux_reduction,
                          min_hidden=hp.aux_min_hidden)
@@ -155,7 +155,7 @@ class MetaBN(Method):
 
     def training_step(self, model: nn.Module, batch: Batch) -> StepResult:
         """One Meta-BN step in the configured training mode."""
-        hp: MetaBNHparams = self.hp
+        hp = self.hp
         x_train = self.normalize(batch.x)
         x_test = self.normalize(self.proxy(batch.x))
         if hp.training_mode == "post_hoc":
@@ -181,7 +181,7 @@ class MetaBN(Method):
     def _episode(self, model: nn.Module, x_train: Tensor, x_test: Tensor,
                  batch: Batch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """First-order MLDG: (meta-train logits, L_tr, L_te, the loss to minimise)."""
-        hp: MetaBNHparams = self.hp
+        hp = self.hp
         logits = model(x_train)  # batch statistics; updates running stats; records them
         loss_train = F.cross_entropy(logits, batch.y)
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
