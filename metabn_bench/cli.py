@@ -185,7 +185,7 @@ def evaluate_cmd(
     rows = evaluate(run_dir, corrupted, protocols, batch_size, extras, device, verify, progress)
     rows = [r for r in rows if r["protocol"] in protocols]
     report = build_report(rows, {})
-    typer.echo(render(summary_table(report["rows"]), "markdown"))
+    typer.echo(render(summary_table(report.rows), "markdown"))
 
 
 @command()
@@ -210,7 +210,7 @@ def report(
     else:
         sys.stdout.write(text)
     if plots:
-        typer.echo(f"plots: {plots}/ ({len(rep['images'])} PNG files)", err=True)
+        typer.echo(f"plots: {plots}/ ({len(rep.images)} PNG files)", err=True)
 
 
 @command()
@@ -316,7 +316,7 @@ def run(
     if result.report is None:
         typer.echo(f"jobs submitted; metabn-bench status --preset {preset} shows their progress")
         return
-    typer.echo(render(summary_table(result.report["rows"]), "markdown"))
+    typer.echo(render(summary_table(result.report.rows), "markdown"))
     typer.echo(f"\nresults: {result.results_dir}/ (report.md, summary.json, cells.csv, plots/)")
 
 

@@ -54,7 +54,7 @@ def test_evaluation_stores_vectors_resumably(trained_run: Path, corrupted_set: P
     (run / per_image.RUN_FILE).unlink()
     found = collect([run])
     assert found.vectors == {} and len(found.rows) == len(rows)
-    assert build_report(found.rows, {})["rows"][0]["method"] == "vanilla"
+    assert build_report(found.rows, {}).rows[0]["method"] == "vanilla"
     # A tree with an unfinished run beside it: the report lists it, with the reason.
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "config.json").write_text('{"method": "mixup", "seed": 2}')

@@ -97,8 +97,8 @@ def write_ablation(run_dirs: list[Path], corrupted: Path, out: Path, title: str,
             "runs": [str(p) for p in run_dirs], "variants": variants, **notes}
     report = build_report(rows, prov, vectors=vectors)
     out.mkdir(parents=True, exist_ok=True)
-    fsio.write_text(out / "cells.csv", report["frame"].to_csv(index=False))
-    fsio.write_json(out / "summary.json", report["summary"])
+    fsio.write_text(out / "cells.csv", report.frame.to_csv(index=False))
+    fsio.write_json(out / "summary.json", report.summary)
     text = markdown_report(report, title)
     variant_lines = [[name, ", ".join(f"{k}={v}" for k, v in opts.items()) or "(defaults)"]
                      for name, opts in variants.items()]

@@ -104,7 +104,7 @@ def _add_cam(result: SuiteResult, cfg: SuiteConfig, log: Log) -> None:
         path = cam_grid(list(_first_seed_runs(cfg, result.work_dir).values()), result.work_dir / "corrupted",
                         result.results_dir / CAM_FILE, CamRequest(n_images=3, dpi=80), device="cpu")
     report = result.report
-    report["images"].append(("Grad-CAM of each method on synthetic test images, clean and "
+    report.images.append(("Grad-CAM of each method on synthetic test images, clean and "
                              "corrupted", path))
     title = f"{cfg.name}: {cfg.description or 'results'}"
     fsio.write_text(result.results_dir / "report.md",

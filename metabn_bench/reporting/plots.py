@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -23,6 +22,7 @@ from matplotlib.figure import Figure
 from metabn_bench import fsio
 from metabn_bench.corruptions import names as cnames
 from metabn_bench.reporting.metrics import corruption_stats, severity_table
+from metabn_bench.reporting.model import Report
 
 DPI = 110
 _MARKERS = "osD^v<>ph*"
@@ -39,9 +39,9 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text)
 
 
-def corruption_bars(report: dict[str, Any], protocol: str, path: Path) -> Path | None:
+def corruption_bars(report: Report, protocol: str, path: Path) -> Path | None:
     """Grouped bars: corruption on x, one bar per method, std over seeds as error bars."""
-    mean, std, count = corruption_stats(report["frame"], protocol)
+    mean, std, count = corruption_stats(report.frame, protocol)
     if mean.empty:
         return None
     methods, corruptions = list(mean.index), list(mean.columns)
@@ -66,9 +66,9 @@ def corruption_bars(report: dict[str, Any], protocol: str, path: Path) -> Path |
     return _save(fig, path)
 
 
-def severity_curves(report: dict[str, Any], protocol: str, path: Path) -> Path | None:
+def severity_curves(report: Report, protocol: str, path: Path) -> Path | None:
     """Error against severity (0 = clean) per method, band = std over seeds."""
-    mean, std = severity_table(report["frame"], protocol)
+    mean, std = severity_table(report.frame, protocol)
     if mean.empty:
         return None
     levels = [0 if c == "clean" else int(c.split()[-1]) for c in mean.columns]
@@ -88,9 +88,9 @@ def severity_curves(report: dict[str, Any], protocol: str, path: Path) -> Path |
     return _save(fig, path)
 
 
-def clean_vs_corrupted(report: dict[str, Any], path: Path) -> Path | None:
+def clean_vs_corrupted(report: Report, path: Path) -> Path | None:
     """Clean error (x) against mCE (y): one point per (method, protocol)."""
-    rows = [r for r in report["rows"] if np.isfinite(r["clean_error"]) and np.isfinite(r["mce"])]
+    rows = [r for r in report.rows if np.isfinite(r["clean_error"]) and np.isfinite(r["mce"])]
     if not rows:
         return None
     protocols = list(dict.fromkeys(r["protocol"] for r in rows))
@@ -117,12 +117,12 @@ def clean_vs_corrupted(report: dict[str, Any], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def write_plots(report: dict[str, Any], out_dir: str | Path) -> list[tuple[str, Path]]:
+def write_plots(report: Report, out_dir: str | Path) -> list[tuple[str, Path]]:
     """Every plot of a report into `out_dir`; returns (caption, path) pairs."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     made: list[tuple[str, Path | None]] = []
-    for protocol in dict.fromkeys(r["protocol"] for r in report["rows"]):
+    for protocol in dict.fromkeys(r["protocol"] for r in report.rows):
         made.append((f"Error per corruption, protocol {protocol}",
                      corruption_bars(report, protocol, out / f"errors_by_corruption_{_slug(protocol)}.png")))
         made.append((f"Error vs severity, protocol {protocol}",

@@ -22,6 +22,7 @@ from metabn_bench.reporting import stats
 from metabn_bench.reporting.document import Section, render_document, render_table
 from metabn_bench.reporting.metrics import cells_frame, normalization_reference, summary_rows
 from metabn_bench.reporting.missing import missing_cells, run_status
+from metabn_bench.reporting.model import Report
 from metabn_bench.reporting.published import METRICS, published_rows
 from metabn_bench.reporting.sections import report_sections
 from metabn_bench.reporting.views import fmt
@@ -159,7 +160,7 @@ def _attach(rows: list[dict[str, Any]], comparisons: list[stats.Comparison], bas
 def build_report(cell_rows: list[dict[str, Any]], provenance: dict[str, Any],
                  baseline: str = "vanilla", vectors: per_image.PerImage | None = None,
                  unfinished: list[dict[str, Any]] | None = None,
-                 resamples: int = stats.RESAMPLES) -> dict[str, Any]:
+                 resamples: int = stats.RESAMPLES) -> Report:
     """Everything a report needs: the long frame, summary rows, comparisons, the summary document."""
     df = cells_frame(cell_rows)
     if df.empty:
@@ -187,13 +188,13 @@ def build_report(cell_rows: list[dict[str, Any]], provenance: dict[str, Any],
                                         "citation", "notes")} | {"definition": METRICS[p["metric"]]}
                      for p in published],
     }
-    return {"frame": df, "rows": rows, "summary": summary_document(rows, provenance, extra),
-            "comparisons": comparisons, "missing": missing, "unfinished": list(unfinished or []),
-            "published": published, "baseline": baseline, "vectors": vectors, "images": []}
+    return Report(frame=df, rows=rows, summary=summary_document(rows, provenance, extra),
+                  comparisons=comparisons, missing=missing, unfinished=list(unfinished or []),
+                  published=published, baseline=baseline, vectors=vectors)
 
 
 def report_from_paths(paths: list[str | Path], baseline: str = "vanilla",
-                      plots_dir: str | Path | None = None) -> dict[str, Any]:
+                      plots_dir: str | Path | None = None) -> Report:
     """`metabn-bench report`: collect, build, and (optionally) write the plots into `plots_dir`."""
     from metabn_bench.reporting.provenance import provenance_of
 
@@ -203,35 +204,35 @@ def report_from_paths(paths: list[str | Path], baseline: str = "vanilla",
     if plots_dir is not None:
         from metabn_bench.reporting.plots import write_plots
 
-        report["images"] = write_plots(report, plots_dir)
+        report.images = write_plots(report, plots_dir)
     return report
 
 
-def format_report(report: dict[str, Any], fmt_name: str, title: str = "metabn-bench report",
+def format_report(report: Report, fmt_name: str, title: str = "metabn-bench report",
                   doc_dir: str | Path | None = None) -> str:
     """The report in one of FORMATS, as text; images are linked relative to `doc_dir`."""
     if fmt_name not in FORMATS:
         raise UserError(f"unknown format '{fmt_name}'; valid: {', '.join(FORMATS)}")
     if fmt_name == "json":
-        return fsio.dumps(report["summary"]) + "\n"
+        return fsio.dumps(report.summary) + "\n"
     if fmt_name == "csv":
-        return report["frame"].to_csv(index=False)
+        return report.frame.to_csv(index=False)
     return render_document(title, _sections(report, doc_dir), fmt_name)
 
 
-def _sections(report: dict[str, Any], doc_dir: str | Path | None) -> list[Section]:
+def _sections(report: Report, doc_dir: str | Path | None) -> list[Section]:
     base = Path(doc_dir) if doc_dir is not None else Path.cwd()
     images = [(caption, Path(os.path.relpath(Path(path).resolve(), base.resolve())).as_posix())
-              for caption, path in report.get("images", [])]
+              for caption, path in report.images]
     return report_sections(report, images)
 
 
-def markdown_report(report: dict[str, Any], title: str, doc_dir: str | Path | None = None) -> str:
+def markdown_report(report: Report, title: str, doc_dir: str | Path | None = None) -> str:
     """report.md: provenance, every view, missing cells, reported numbers, plots, definitions."""
     return format_report(report, "markdown", title, doc_dir)
 
 
-def write_results(report: dict[str, Any], out_dir: str | Path, title: str,
+def write_results(report: Report, out_dir: str | Path, title: str,
                   plots: bool = True) -> Path:
     """Write cells.csv, summary.json, per_image.npz, plots/ and report.md into `out_dir`.
 
@@ -239,12 +240,12 @@ def write_results(report: dict[str, Any], out_dir: str | Path, title: str,
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fsio.write_text(out / "cells.csv", report["frame"].to_csv(index=False))
-    fsio.write_json(out / "summary.json", report["summary"])
-    per_image.save_results(out, report["vectors"])
+    fsio.write_text(out / "cells.csv", report.frame.to_csv(index=False))
+    fsio.write_json(out / "summary.json", report.summary)
+    per_image.save_results(out, report.vectors)
     if plots:
         from metabn_bench.reporting.plots import write_plots
 
-        report["images"] = write_plots(report, out / "plots")
+        report.images = write_plots(report, out / "plots")
     fsio.write_text(out / "report.md", markdown_report(report, title, out))
     return out

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from metabn_bench.corruptions import names as cnames
 from metabn_bench.reporting import stats
 from metabn_bench.reporting.document import Section
+from metabn_bench.reporting.model import Report
 from metabn_bench.reporting.published import load_published
 from metabn_bench.reporting.views import (
     comparison_view,
@@ -22,10 +21,10 @@ from metabn_bench.reporting.views import (
 )
 
 
-def report_sections(report: dict[str, Any], images: list[tuple[str, str]]) -> list[Section]:
+def report_sections(report: Report, images: list[tuple[str, str]]) -> list[Section]:
     """Provenance, caveats, summary, comparison, per-protocol views, reported, missing, plots."""
-    summary = report["summary"]
-    rows, frame, baseline = report["rows"], report["frame"], report["baseline"]
+    summary = report.summary
+    rows, frame, baseline = report.rows, report.frame, report.baseline
     reference = summary.get("baseline", {}).get("normalization_reference")
     sections = [Section("Provenance", bullets=provenance_bullets(summary["provenance"], frame))]
     caveats = warnings(rows, frame)
@@ -56,31 +55,31 @@ def report_sections(report: dict[str, Any], images: list[tuple[str, str]]) -> li
     return sections
 
 
-def _comparison(report: dict[str, Any], baseline: str) -> Section:
-    desc = stats.describe(report["summary"]["statistics"]["resamples"])
+def _comparison(report: Report, baseline: str) -> Section:
+    desc = stats.describe(report.summary["statistics"]["resamples"])
     text = (f"Deltas are method minus {baseline} under the same protocol, in points (negative = "
             f"fewer errors). The paired interval is a {desc['method']}, "
             f"{desc['resamples']} resamples, seed {desc['seed']}: it measures which test images "
             "were drawn, not seed-to-seed variation. win/tie/loss counts common corruptions "
             "whose paired interval lies below 0 / contains 0 / lies above 0.")
-    table = comparison_view(report["rows"], report["comparisons"], baseline)
+    table = comparison_view(report.rows, report.comparisons, baseline)
     if table.empty:
         return Section(f"Comparison with {baseline}",
                        paragraphs=[f"No method other than {baseline} to compare."])
     return Section(f"Comparison with {baseline}", paragraphs=[text], table=table)
 
 
-def _protocol_sections(report: dict[str, Any], protocol: str) -> list[Section]:
-    frame = report["frame"]
+def _protocol_sections(report: Report, protocol: str) -> list[Section]:
+    frame = report.frame
     out = [Section(f"Protocol {protocol}", paragraphs=[
         "Error (%) per corruption: mean over severities, then mean ± std over seeds."],
         table=corruption_view(frame, protocol, cnames.COMMON))]
     out.append(Section(f"Error (%) per severity, protocol {protocol}", level=3,
                        paragraphs=["Mean over the common corruptions at each severity; clean for "
                                    "reference."], table=severity_view(frame, protocol)))
-    deltas = delta_view(report["comparisons"], protocol)
+    deltas = delta_view(report.comparisons, protocol)
     if not deltas.empty:
-        out.append(Section(f"Δ error vs {report['baseline']} per corruption, protocol {protocol}",
+        out.append(Section(f"Δ error vs {report.baseline} per corruption, protocol {protocol}",
                            level=3, table=deltas, paragraphs=[
                                "Paired delta in points (mean over severities and paired seeds) "
                                "and its verdict: W win, T tie, L loss (95% paired bootstrap)."]))
@@ -92,8 +91,8 @@ def _protocol_sections(report: dict[str, Any], protocol: str) -> list[Section]:
     return out
 
 
-def _reported(report: dict[str, Any]) -> Section:
-    published = report["published"]
+def _reported(report: Report) -> Section:
+    published = report.published
     if not published:
         return Section("Reported in the literature", paragraphs=[
             f"None of the {len(load_published())} published numbers in "
@@ -107,8 +106,8 @@ def _reported(report: dict[str, Any]) -> Section:
                                "Reported numbers never enter a measured table."])
 
 
-def _missing(report: dict[str, Any]) -> Section:
-    table = missing_view(report["missing"], report["unfinished"])
+def _missing(report: Report) -> Section:
+    table = missing_view(report.missing, report.unfinished)
     if table.empty:
         return Section("Missing cells", paragraphs=[
             "None: every run has every cell of its corrupted set under every protocol."])

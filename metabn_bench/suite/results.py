@@ -7,7 +7,6 @@ job write it, and the launchers must not import the runner that imports them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -15,12 +14,13 @@ from metabn_bench import provenance
 from metabn_bench.config import to_dict
 from metabn_bench.data.store import open_set
 from metabn_bench.device import resolve_device
+from metabn_bench.reporting.model import Report
 from metabn_bench.reporting.report import build_report, collect, write_results
 from metabn_bench.suite.jobs import SuitePlan
 
 
 def report_suite(plan: SuitePlan, results_dir: Path,
-                 device: torch.device | None = None) -> dict[str, Any]:
+                 device: torch.device | None = None) -> Report:
     """Write results/<preset>/ (cells.csv, summary.json, report.md) from the plan's runs."""
     cfg = plan.suite
     set_id = open_set(plan.set_dir, verify=False).set_id

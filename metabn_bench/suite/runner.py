@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from metabn_bench.config import SuiteConfig
 from metabn_bench.corruptions.generate import corrupt_dataset
@@ -21,6 +20,7 @@ from metabn_bench.data.store import open_set
 from metabn_bench.device import resolve_device
 from metabn_bench.errors import UserError
 from metabn_bench.methods import METHODS
+from metabn_bench.reporting.model import Report
 from metabn_bench.suite.jobs import make_plan
 from metabn_bench.suite.launch import LAUNCHERS, LaunchOptions
 from metabn_bench.suite.results import report_suite
@@ -34,7 +34,7 @@ class SuiteResult:
 
     results_dir: Path
     work_dir: Path
-    report: dict[str, Any] | None  # None when the jobs were only submitted
+    report: Report | None  # None when the jobs were only submitted
 
 
 def _validate(cfg: SuiteConfig) -> None:
