@@ -117,7 +117,7 @@ def test_reporting_and_methods_do_not_import_the_wings_above_them() -> None:
 
 def test_the_ground_floor_stays_small_and_files_short() -> None:
     top = [p.name for p in ROOT.glob("*.py")]
-    assert len(top) <= 14, f"{len(top)} modules at the top of the package: {sorted(top)}"
+    assert len(top) <= 13, f"{len(top)} modules at the top of the package: {sorted(top)}"
     long = [f"{p.relative_to(ROOT)}: {n}" for p in ROOT.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > MAX_LINES]
     assert not long, f"files over {MAX_LINES} lines: {long}"

@@ -17,7 +17,7 @@ written before this existed simply lack the field (statistics that need vectors 
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -109,24 +109,21 @@ class RunVectors:
 PerImage = dict[RowKey, np.ndarray]  # row key -> boolean vector (True = correct)
 
 
+def _unpacked(packed: Mapping[tuple[Any, ...], np.ndarray], rows: Iterable[Mapping[str, Any]],
+              key: Callable[[Mapping[str, Any]], tuple[Any, ...]]) -> PerImage:
+    """The vectors of the rows that announce one and have it in `packed` (found by `key`)."""
+    return {row_key(row): unpack(packed[key(row)], int(row["n"]))
+            for row in rows if has_vector(row) and key(row) in packed}
+
+
 def load_run(run_dir: str | Path, rows: Iterable[Mapping[str, Any]]) -> PerImage:
     """Vectors of the rows of one run directory that announce one (`per_image` true)."""
-    packed = _load(Path(run_dir) / RUN_FILE, with_run=False)
-    out: PerImage = {}
-    for row in rows:
-        if has_vector(row) and cell_key(row) in packed:
-            out[row_key(row)] = unpack(packed[cell_key(row)], int(row["n"]))
-    return out
+    return _unpacked(_load(Path(run_dir) / RUN_FILE, with_run=False), rows, cell_key)
 
 
 def load_results(results_dir: str | Path, rows: Iterable[Mapping[str, Any]]) -> PerImage:
     """Vectors of a results directory's rows (from its per_image.npz, if any)."""
-    packed = _load(Path(results_dir) / RESULTS_FILE, with_run=True)
-    out: PerImage = {}
-    for row in rows:
-        if has_vector(row) and row_key(row) in packed:
-            out[row_key(row)] = unpack(packed[row_key(row)], int(row["n"]))
-    return out
+    return _unpacked(_load(Path(results_dir) / RESULTS_FILE, with_run=True), rows, row_key)
 
 
 def save_results(results_dir: str | Path, vectors: PerImage) -> Path | None:
