@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 FORBIDDEN = {
     f"{PACKAGE}.reporting": (f"{PACKAGE}.training", f"{PACKAGE}.evaluation", f"{PACKAGE}.methods",
                              f"{PACKAGE}.models", f"{PACKAGE}.suite", f"{PACKAGE}.analysis"),
-    f"{PACKAGE}.gate.compare": (f"{PACKAGE}.suite",),
+    f"{PACKAGE}.gate.compare": (f"{PACKAGE}.suite",),  # only gate/baseline.py runs a suite
+    f"{PACKAGE}.gate.check": (f"{PACKAGE}.suite",),
+    f"{PACKAGE}.gate.noise": (f"{PACKAGE}.suite",),
     f"{PACKAGE}.methods": (f"{PACKAGE}.training", f"{PACKAGE}.evaluation", f"{PACKAGE}.suite"),
 }
 MAX_LINES = 400
