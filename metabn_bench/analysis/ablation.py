@@ -71,7 +71,7 @@ def ablation_rows(run_dirs: list[Path], set_id: str
 
 
 def diagnostics_table(paths: list[Path]) -> str:
-    """Markdown: error with corrections on / off per cell, from metabn_diagnostics JSON files."""
+    """Markdown: error with corrections on / off per cell, from `analysis diagnostics --json` files."""
     lines = []
     for path in paths:
         diag = json.loads(path.read_text())

@@ -1,7 +1,7 @@
 """Per-image correctness of every evaluated cell, stored bit-packed next to the result rows.
 
 A cell's row in eval.jsonl says how many of its N images were misclassified; paired statistics
-(the bootstrap over test images in stats.py) need to know *which*. Evaluation therefore also
+(the bootstrap over test images in reporting/stats.py) need to know *which*. Evaluation therefore also
 stores, per (corrupted set, protocol, test batch size, cell), the N-bit vector of correct
 predictions, packed 8 per byte (np.packbits), in one .npz file of three arrays: `keys` (one
 string per cell), `offsets` (where each cell's bytes start in `bits`, plus the end) and `bits`:

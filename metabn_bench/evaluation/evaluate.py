@@ -5,7 +5,7 @@ an interrupted evaluation resumes at the next cell. Rows carry everything needed
 them later without the run directory: run id, method, arch, dataset and data source, seed,
 corrupted-set id and size preset, protocol and its options, test batch size and the reset.
 Which images of a cell were classified correctly goes, bit-packed, to RUN_DIR/per_image.npz
-(see per_image.py) just before the row that announces it (`"per_image": true`).
+(see data/per_image.py) just before the row that announces it (`"per_image": true`).
 """
 
 from __future__ import annotations
