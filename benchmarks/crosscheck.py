@@ -27,10 +27,11 @@ from tabulate import tabulate
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.corruptions import load_images
-from metabn_bench.corruptions import ALL, CORRUPTIONS, reference_backend, tables
+from metabn_bench.corruptions import ALL, reference_backend, tables
 from metabn_bench.corruptions.blur import imagemagick_round
 from metabn_bench.corruptions.generate import corrupt_images
 from metabn_bench.corruptions.geometry import motion_blur
+from metabn_bench.corruptions.ops import CORRUPTIONS
 
 CPU = torch.device("cpu")
 

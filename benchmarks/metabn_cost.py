@@ -36,6 +36,7 @@ from metabn_bench.data.augment import crop_flip
 from metabn_bench.device import autocast, memory_format, resolve_device
 from metabn_bench.methods import METHODS, Batch, build_method
 from metabn_bench.seeding import generator
+from metabn_bench.training.step import train_step
 
 Timed = Callable[[], None]
 
@@ -89,12 +90,7 @@ def train_variants(arch: str, device: torch.device, batch_size: int,
         opt = torch.optim.SGD(method.parameter_groups(model), lr=0.01, momentum=0.9)
 
         def step(model: torch.nn.Module = model, method=method, opt=opt, cfg=cfg) -> None:
-            batch = method.batch_transform(Batch(x, y, lr=0.01))
-            with autocast(device, cfg.amp):
-                out = method.training_step(model, batch)
-            opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            opt.step()
+            out = train_step(method, model, Batch(x, y, lr=0.01), opt, amp=cfg.amp)
             out.loss.item()
 
         variants[name] = step
@@ -112,10 +108,7 @@ def train_variants(arch: str, device: torch.device, batch_size: int,
     opt = torch.optim.SGD(method.parameter_groups(model), lr=0.01, momentum=0.9)
 
     def post_hoc_step() -> None:
-        out = method.training_step(model, Batch(x, y, lr=0.01))
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        opt.step()
+        train_step(method, model, Batch(x, y, lr=0.01), opt)
 
     variants["metabn post_hoc"] = post_hoc_step
     return variants

@@ -3,8 +3,9 @@
 For each method, with the architecture, batch size, hparams and protocols of a preset:
 - train images/s of a whole step (on-device loader + crop/flip + the method's batch
   transform + forward/backward/SGD step), and its ratio to vanilla;
-- the data pipeline alone (loader + crop/flip + batch transform) and the model alone (the same
-  step on pre-made batches): ms per step and the data pipeline's share of a step;
+- the data pipeline alone (loader + crop/flip) and the training step alone (training/step.py's
+  `train_step`, which the training loop calls: batch transform + forward/backward/SGD, on
+  pre-made batches): ms per step and the data pipeline's share of a step;
 - eval images/s for each of the preset's test-time protocols, at their default batch sizes;
 - an estimate of the preset's whole table (one seed): epochs x steps x step time + cells x
   test images / eval speed, per method and in total.
@@ -31,13 +32,14 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
-from metabn_bench.adapt import PROTOCOLS, make_protocol, parse_protocol
 from metabn_bench.config import SuiteConfig, load_preset, replace
 from metabn_bench.data.augment import crop_flip
 from metabn_bench.data.loader import DeviceLoader, to_float
 from metabn_bench.device import autocast, grad_scaler, memory_format, resolve_device
+from metabn_bench.evaluation.protocols import PROTOCOLS, make_protocol, parse_protocol
 from metabn_bench.methods import METHODS, Batch, Method, build_method
 from metabn_bench.seeding import generator
+from metabn_bench.training.step import train_step
 
 CELLS = 1 + 15 * 5  # clean + 15 corruptions x 5 severities
 
@@ -86,15 +88,10 @@ def make_bench(suite: SuiteConfig, name: str, loader: DeviceLoader, device: torc
             item = next(batches)
         images, labels = item
         x = crop_flip(to_float(images, fmt), cfg.data.crop_padding, cfg.data.hflip, gen)
-        return method.batch_transform(Batch(x, labels))
+        return Batch(x, labels)
 
     def step(batch: Batch) -> None:
-        with autocast(device, cfg.amp):
-            out = method.training_step(model, batch)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(out.loss).backward()
-        scaler.step(opt)
-        scaler.update()
+        out = train_step(method, model, batch, opt, scaler, cfg.amp)
         float(out.loss.detach())  # the training loop reads the loss every step
 
     return Bench(method, model, step, prepare)

@@ -128,7 +128,7 @@ def train_cmd(
     config: Annotated[Path | None, typer.Option(help="YAML file of TrainConfig keys.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="key=value override (repeatable), e.g. optim.lr=0.05")] = None,  # noqa: E501
     seed: Annotated[int | None, typer.Option(help="Seed.")] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/<dataset>/<method>/<hash>).")] = None,  # noqa: E501
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Run directory (default runs/<dataset>/<method>-s<seed>-<hash>).")] = None,  # noqa: E501
     data_root: Annotated[str | None, typer.Option(help="Where cifar10/cifar100/tinyimagenet live.")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
     sync_bn: Annotated[bool, typer.Option("--sync-bn/--no-sync-bn", help="Under torchrun: BatchNorm statistics over all processes (default) or per process.")] = True,  # noqa: E501
@@ -139,9 +139,9 @@ def train_cmd(
     Under `torchrun --nproc_per_node=N -m metabn_bench train ...` the N processes train the run
     together (data parallel, torch.distributed); rank 0 writes the run directory.
     """
-    from metabn_bench import distributed
     from metabn_bench.config import build_train_config
-    from metabn_bench.train import train
+    from metabn_bench.training import distributed
+    from metabn_bench.training.loop import train
 
     base: dict[str, object] = {"method": method}
     data: dict[str, object] = {}
@@ -178,14 +178,14 @@ def evaluate_cmd(
     progress: ProgressOpt = STDERR_IS_TTY,
 ) -> None:
     """Evaluate a run on clean + every cell of a corrupted set; rows go to RUN_DIR/eval.jsonl."""
-    from metabn_bench.evaluate import evaluate
-    from metabn_bench.report import build_report, render, summary_table
+    from metabn_bench.evaluation.evaluate import evaluate
+    from metabn_bench.reporting.report import build_report, render, summary_table
 
     protocols = tuple(p for item in (adapt or ["none"]) for p in _csv(item))
     rows = evaluate(run_dir, corrupted, protocols, batch_size, extras, device, verify, progress)
     rows = [r for r in rows if r["protocol"] in protocols]
     report = build_report(rows, {})
-    typer.echo(render(summary_table(report["rows"]), "markdown"))
+    typer.echo(render(summary_table(report.rows), "markdown"))
 
 
 @command()
@@ -198,7 +198,7 @@ def report(
 ) -> None:
     """Tables (and plots) from evaluation results: every view of the long per-cell table."""
     from metabn_bench import fsio
-    from metabn_bench.report import FORMATS, format_report, report_from_paths
+    from metabn_bench.reporting.report import FORMATS, format_report, report_from_paths
 
     if format_ not in FORMATS:
         raise UserError(f"unknown format '{format_}'; valid: {', '.join(FORMATS)}")
@@ -210,7 +210,7 @@ def report(
     else:
         sys.stdout.write(text)
     if plots:
-        typer.echo(f"plots: {plots}/ ({len(rep['images'])} PNG files)", err=True)
+        typer.echo(f"plots: {plots}/ ({len(rep.images)} PNG files)", err=True)
 
 
 @command()
@@ -272,7 +272,7 @@ def cam_cmd(
     device: DeviceOpt = "auto",
 ) -> None:
     """Class activation maps (Grad-CAM / CAM), clean and corrupted, runs side by side in one PNG."""
-    from metabn_bench.cam import CamRequest, cam_grid
+    from metabn_bench.analysis.cam import CamRequest, cam_grid
 
     request = CamRequest(corruptions=_csv(corruptions), severity=severity,
                          images=_ints(images, "--images"), n_images=n, kind=kind, target=target,
@@ -297,10 +297,10 @@ def run(
     Exit code 1 when some runs failed (the others finish; run again to retry them).
     """
     from metabn_bench.config import load_preset
-    from metabn_bench.jobs import SuiteRunError
-    from metabn_bench.launch import parse_launch_options
-    from metabn_bench.report import render, summary_table
-    from metabn_bench.suite import run_suite
+    from metabn_bench.reporting.report import render, summary_table
+    from metabn_bench.suite.jobs import SuiteRunError
+    from metabn_bench.suite.launch import parse_launch_options
+    from metabn_bench.suite.runner import run_suite
 
     overrides = list(set_ or [])
     if device:
@@ -316,7 +316,7 @@ def run(
     if result.report is None:
         typer.echo(f"jobs submitted; metabn-bench status --preset {preset} shows their progress")
         return
-    typer.echo(render(summary_table(result.report["rows"]), "markdown"))
+    typer.echo(render(summary_table(result.report.rows), "markdown"))
     typer.echo(f"\nresults: {result.results_dir}/ (report.md, summary.json, cells.csv, plots/)")
 
 
@@ -330,8 +330,8 @@ def status(
 ) -> None:
     """What a suite has done: each (method, seed) done, running, failed, interrupted or missing."""
     from metabn_bench.config import load_preset
-    from metabn_bench.report import render
-    from metabn_bench.status import status_summary, status_table, suite_status
+    from metabn_bench.reporting.report import render
+    from metabn_bench.suite.status import status_summary, status_table, suite_status
 
     overrides = list(set_ or [])
     if device:
@@ -341,16 +341,23 @@ def status(
     typer.echo(render(status_table(state), "markdown"))
 
 
-def _gate_app() -> None:
+def _sub_app(name: str, module: Any, help_: str) -> None:
+    """`metabn-bench NAME ...`: the functions named in module.COMMANDS as subcommands."""
+    sub = typer.Typer(no_args_is_help=True, help=help_)
+    for fn in module.COMMANDS:
+        command(fn.replace("_", "-"), sub)(getattr(module, fn))
+    app.add_typer(sub, name=name)
+
+
+def _register_sub_apps() -> None:
+    from metabn_bench.analysis import cli as analysis_cli
     from metabn_bench.gate import cli as gate_cli
 
-    sub = typer.Typer(no_args_is_help=True, help="The regression gate: tiers, noise, regressions.")
-    for name in gate_cli.COMMANDS:
-        command(name.replace("_", "-"), sub)(getattr(gate_cli, name))
-    app.add_typer(sub, name="gate")
+    _sub_app("gate", gate_cli, "The regression gate: tiers, noise, regressions.")
+    _sub_app("analysis", analysis_cli, "Meta-BN analyses: the ablation table, the diagnostics.")
 
 
-_gate_app()
+_register_sub_apps()
 
 
 def main() -> None:

@@ -19,8 +19,9 @@ def listing(kind: str) -> list[tuple[str, str]]:
 
         return [(n, _first_line(METHODS.get(n))) for n in METHODS]
     if kind == "corruptions":
-        from metabn_bench.corruptions import ALL, CORRUPTIONS
+        from metabn_bench.corruptions import ALL
         from metabn_bench.corruptions.names import group_of
+        from metabn_bench.corruptions.ops import CORRUPTIONS
 
         return [(n, f"{group_of(n)}{'' if n in CORRUPTIONS else ' (not implemented yet)'}")
                 for n in ALL]
@@ -37,7 +38,7 @@ def listing(kind: str) -> list[tuple[str, str]]:
 
         return [(n, str(preset_dict(n).get("description", ""))) for n in preset_names()]
     if kind == "protocols":
-        from metabn_bench.adapt import PROTOCOLS
+        from metabn_bench.evaluation.protocols import PROTOCOLS
 
         return [(n, _first_line(PROTOCOLS.get(n))) for n in PROTOCOLS]
     raise UserError(f"unknown list '{kind}'; valid: {', '.join(KINDS)}")

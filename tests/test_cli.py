@@ -34,6 +34,14 @@ def test_help_for_every_command(runner: CliRunner, command: str) -> None:
     assert "Usage" in _ok(runner, [command, "--help"])
 
 
+@pytest.mark.parametrize(("sub", "options"), [
+    ("ablation", ["--corrupted", "--out", "--note", "--diagnostics"]),
+    ("diagnostics", ["--severity", "--n", "--device", "--json"])])
+def test_analysis_subcommands_keep_their_options(runner: CliRunner, sub: str, options: list[str]) -> None:
+    text = _ok(runner, ["analysis", sub, "--help"])
+    assert all(option in text for option in options), text
+
+
 def test_top_level_help_and_version(runner: CliRunner) -> None:
     text = _ok(runner, ["--help"])
     assert all(c in text for c in COMMANDS)

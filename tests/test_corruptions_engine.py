@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from metabn_bench.config import CorruptConfig
-from metabn_bench.corruptions import COMMON, CORRUPTIONS, reference_backend, tables, textures
+from metabn_bench.corruptions import COMMON, reference_backend, tables, textures
 from metabn_bench.corruptions.generate import corrupt_dataset, corrupt_images
+from metabn_bench.corruptions.ops import CORRUPTIONS
 from metabn_bench.data.synthetic import make_split
 from metabn_bench.errors import UserError
 

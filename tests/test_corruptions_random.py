@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from metabn_bench.corruptions import ALL, CORRUPTIONS, tables
+from metabn_bench.corruptions import ALL, tables
 from metabn_bench.corruptions.generate import corrupt_images
+from metabn_bench.corruptions.ops import CORRUPTIONS
 from metabn_bench.corruptions.spatter import WATER
 from metabn_bench.corruptions.textures import frost_bank
 from metabn_bench.data.synthetic import make_split

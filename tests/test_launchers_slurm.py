@@ -20,9 +20,9 @@ import pytest
 
 from metabn_bench.config import load_preset
 from metabn_bench.errors import UserError
-from metabn_bench.launch import LaunchOptions
-from metabn_bench.launch.slurm import make_executor, report_one
-from metabn_bench.suite import run_suite
+from metabn_bench.suite.launch import LaunchOptions
+from metabn_bench.suite.launch.slurm import make_executor, report_one
+from metabn_bench.suite.runner import run_suite
 from tests.suite_helpers import ROOT, TINY_SUITE, OneThread, write_preset
 
 
@@ -36,7 +36,7 @@ def test_slurm_jobs_with_two_tasks_train_with_torch_distributed(
     with OneThread():
         result = run_suite(load_preset(str(preset)), tmp_path / "results", tmp_path / "work",
                            progress=False, launcher="slurm", launch=opts)
-    assert result.report is not None and result.report["rows"][0]["n_seeds"] == 1
+    assert result.report is not None and result.report.rows[0]["n_seeds"] == 1
     (run,) = (tmp_path / "work" / "train").iterdir()
     env = json.loads((run / "env.json").read_text())
     assert env["distributed"]["world_size"] == 2 and env["distributed"]["backend"] == "gloo"

@@ -12,18 +12,18 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from metabn_bench.corruptions import CORRUPTIONS
+from metabn_bench.analysis.ablation import write_ablation
+from metabn_bench.analysis.diagnostics import diagnose
+from metabn_bench.corruptions.ops import CORRUPTIONS
 from metabn_bench.corruptions.registry import Corruption
 from metabn_bench.data.store import open_set
 from metabn_bench.errors import UserError
-from metabn_bench.evaluate import evaluate
-from metabn_bench.metabn_ablation import write_ablation
-from metabn_bench.metabn_diagnostics import diagnose
+from metabn_bench.evaluation.evaluate import evaluate
 from metabn_bench.methods import Batch, build_method
 from metabn_bench.methods.metabn import MetaBN
 from metabn_bench.methods.shift_proxy import make_proxy
 from metabn_bench.models.metabn import auxiliary_parameters, meta_bn_layers
-from metabn_bench.train import train
+from metabn_bench.training.loop import train
 from tests.helpers import assert_resume_is_exact, tiny_train_config
 
 
@@ -198,10 +198,10 @@ def test_post_hoc_refuses_a_backbone_that_does_not_fit(trained_run: Path) -> Non
                             hparams={"training_mode": "post_hoc", "backbone_run": str(trained_run)})
     other = build_method(cfg, 10, torch.device("cpu"))
     with pytest.raises(UserError, match="post_hoc needs a vanilla wrn16_2 run"):
-        other.prepare_training(other.build_model(), Path("."), None, False)  # type: ignore[arg-type]
+        other.prepare_training(other.build_model(), None)
     with pytest.raises(UserError, match="not a finished run"):
         method.hp = type(method.hp)(training_mode="post_hoc", backbone_run="/nonexistent")
-        method.prepare_training(method.build_model(), Path("."), None, False)  # type: ignore[arg-type]
+        method.prepare_training(method.build_model(), None)
 
 
 def test_post_hoc_without_a_backbone_trains_one_first(tmp_path: Path) -> None:

@@ -8,11 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from metabn_bench.adapt import PROTOCOLS, make_protocol
 from metabn_bench.config import preset_dict, preset_names
 from metabn_bench.data.augment import crop_flip
 from metabn_bench.errors import UserError
+from metabn_bench.evaluation.protocols import PROTOCOLS, make_protocol
 from metabn_bench.methods import METHODS, Batch, Method, build_method
+from metabn_bench.training.step import train_step
 from tests.helpers import assert_resume_is_exact, tiny_train_config
 
 
@@ -31,11 +32,7 @@ def train_steps(method: Method, model: nn.Module, x: torch.Tensor, y: torch.Tens
     model.train()
     losses = []
     for _ in range(steps):
-        batch = method.batch_transform(Batch(crop_flip(x, 2, True, gen), y))
-        out = method.training_step(model, batch)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        opt.step()
+        out = train_step(method, model, Batch(crop_flip(x, 2, True, gen), y), opt)
         losses.append(float(out.loss.detach()))
         assert out.logits is None or out.logits.shape == (x.shape[0], 10)
     return losses

@@ -12,14 +12,16 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from metabn_bench import fsio, per_image
-from metabn_bench.cam import CamRequest, cam_grid, class_activation_map, grad_cam
+from metabn_bench import fsio
+from metabn_bench.analysis.cam import CamRequest, cam_grid, class_activation_map, grad_cam
 from metabn_bench.cli import app
+from metabn_bench.data import per_image
 from metabn_bench.errors import UserError
-from metabn_bench.evaluate import EVAL_FILE, evaluate
+from metabn_bench.evaluation.evaluate import evaluate
 from metabn_bench.models import build_model
-from metabn_bench.plots import write_plots
-from metabn_bench.report import build_report, collect, format_report, report_from_paths
+from metabn_bench.reporting.plots import write_plots
+from metabn_bench.reporting.report import build_report, collect, format_report, report_from_paths
+from metabn_bench.runs import EVAL_FILE
 from tests.report_fixtures import make_rows
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -52,7 +54,7 @@ def test_evaluation_stores_vectors_resumably(trained_run: Path, corrupted_set: P
     (run / per_image.RUN_FILE).unlink()
     found = collect([run])
     assert found.vectors == {} and len(found.rows) == len(rows)
-    assert build_report(found.rows, {})["rows"][0]["method"] == "vanilla"
+    assert build_report(found.rows, {}).rows[0]["method"] == "vanilla"
     # A tree with an unfinished run beside it: the report lists it, with the reason.
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "config.json").write_text('{"method": "mixup", "seed": 2}')

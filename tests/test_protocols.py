@@ -13,14 +13,13 @@ import pytest
 import torch
 from torch import nn
 
-from metabn_bench.adapt import batch_statistics, bn_layers, make_protocol
 from metabn_bench.config import CorruptConfig
 from metabn_bench.corruptions.generate import corrupt_dataset
 from metabn_bench.data.store import open_set
 from metabn_bench.data.synthetic import make_split
-from metabn_bench.evaluate import Evaluator, _warn_if_class_sorted, evaluate
+from metabn_bench.evaluation.evaluate import Evaluator, _warn_if_class_sorted, evaluate
+from metabn_bench.evaluation.protocols import batch_statistics, bn_layers, make_protocol
 from metabn_bench.models import build_model
-from metabn_bench.train import load_config
 
 
 def test_batch_statistics_match_float64_reference() -> None:
@@ -120,12 +119,11 @@ def test_evaluation_leaves_the_trained_model_as_it_was(trained_run: Path, small_
 def test_a_cell_does_not_depend_on_the_cells_before_it(trained_run: Path, small_set: Path,
                                                        spec: str) -> None:
     cset = open_set(small_set)
-    cfg = load_config(trained_run)
     a = cset.cell(cset.corruptions[0], 5)
     b = cset.cell(cset.corruptions[-1], 3)
-    fresh = Evaluator(trained_run, cfg, 10, torch.device("cpu"), spec)
+    fresh = Evaluator(trained_run, torch.device("cpu"), spec)
     alone = int((~fresh.correct(np.asarray(b), cset.labels, 10)).sum())
-    used = Evaluator(trained_run, cfg, 10, torch.device("cpu"), spec)
+    used = Evaluator(trained_run, torch.device("cpu"), spec)
     used.correct(np.asarray(a), cset.labels, 10)
     assert int((~used.correct(np.asarray(b), cset.labels, 10)).sum()) == alone
 

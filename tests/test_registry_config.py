@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from metabn_bench.adapt import PROTOCOLS
 from metabn_bench.config import (
     SuiteConfig,
     TrainConfig,
@@ -15,9 +14,10 @@ from metabn_bench.config import (
     parse_overrides,
     preset_names,
 )
-from metabn_bench.corruptions import CORRUPTIONS
+from metabn_bench.corruptions.ops import CORRUPTIONS
 from metabn_bench.data.specs import DATASETS
 from metabn_bench.errors import UserError
+from metabn_bench.evaluation.protocols import PROTOCOLS
 from metabn_bench.methods import METHODS
 from metabn_bench.models import ARCHS
 from metabn_bench.registry import Registry

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from metabn_bench.corruptions import names as cnames
-from metabn_bench.metrics import cells_frame, corruption_stats, severity_table, summary_rows
-from metabn_bench.missing import NOT_EVALUATED, NOT_FINISHED, PROTOCOL_NOT_EVALUATED, run_status
-from metabn_bench.published import dataset_family, load_published
-from metabn_bench.report import FORMATS, build_report, collect, format_report, write_results
+from metabn_bench.reporting.metrics import cells_frame, corruption_stats, severity_table, summary_rows
+from metabn_bench.reporting.missing import NOT_EVALUATED, NOT_FINISHED, PROTOCOL_NOT_EVALUATED, run_status
+from metabn_bench.reporting.published import dataset_family, load_published
+from metabn_bench.reporting.report import FORMATS, build_report, collect, format_report, write_results
 from tests.report_fixtures import make_rows
 
 V1_ROW_KEYS = {"method", "protocol", "arch", "n_seeds", "seeds", "clean_error", "clean_error_std",
@@ -80,13 +80,13 @@ def test_missing_cells_and_unfinished_runs_are_listed_with_the_reason(tmp_path: 
     status = run_status([tmp_path / "runs"])
     assert status == [{"run_dir": str(unfinished), "method": "mixup", "seed": 3, "reason": NOT_FINISHED}]
     report = build_report(rows, {}, vectors=vectors, unfinished=status)
-    missing = {(m["run_id"], m["protocol"]): m for m in report["missing"]}
+    missing = {(m["run_id"], m["protocol"]): m for m in report.missing}
     assert missing[("cutout-s1", "none")]["missing"] == "contrast (severities 4-5)"
     assert missing[("cutout-s1", "none")]["reason"] == NOT_EVALUATED
     assert missing[("vanilla-s0", "bn")]["reason"] == PROTOCOL_NOT_EVALUATED
     text = format_report(report, "markdown")
     assert "contrast (severities 4-5)" in text and NOT_FINISHED in text and "mixup" in text
-    assert report["summary"]["missing"]["runs"] == status
+    assert report.summary["missing"]["runs"] == status
 
 
 def test_reported_numbers_only_where_the_setting_matches() -> None:
@@ -99,20 +99,20 @@ def test_reported_numbers_only_where_the_setting_matches() -> None:
     rows, vectors = make_rows(n=10000, seeds=(0,), dataset="npy:/data/cifar10", arch="wrn40_2",
                               corruptions=corruptions, source="CIFAR-10, JPEG copy")
     report = build_report(rows, {}, vectors=vectors, resamples=50)
-    reported = {(p["method"], p["metric"]): p for p in report["published"]}
+    reported = {(p["method"], p["metric"]): p for p in report.published}
     assert reported[("vanilla", "mce")]["reported"] == 26.9
     assert reported[("cutout", "mce")]["reported"] == 26.8
     assert "JPEG copy" in reported[("vanilla", "mce")]["notes"]
-    measured = {r["method"]: r["mce"] for r in report["rows"]}
+    measured = {r["method"]: r["mce"] for r in report.rows}
     assert reported[("vanilla", "mce")]["measured"] == measured["vanilla"] != 26.9  # never mixed
     text = format_report(report, "markdown")
     assert "Reported in the literature" in text and "arXiv:1912.02781" in text
     small, vec = make_rows(n=200, seeds=(0,), dataset="npy:/data/cifar10", arch="wrn40_2",
                            corruptions=corruptions, source="CIFAR-10, JPEG copy")
-    assert build_report(small, {}, vectors=vec, resamples=50)["published"] == []  # not 10,000 images
+    assert build_report(small, {}, vectors=vec, resamples=50).published == []  # not 10,000 images
     other, vec = make_rows(n=10000, seeds=(0,), dataset="npy:/data/cifar10", arch="wrn10_1",
                            corruptions=corruptions, source="CIFAR-10, JPEG copy")
-    assert build_report(other, {}, vectors=vec, resamples=50)["published"] == []  # not WRN-40-2
+    assert build_report(other, {}, vectors=vec, resamples=50).published == []  # not WRN-40-2
 
 
 def test_every_format_and_the_public_schema(tmp_path: Path) -> None:
@@ -145,4 +145,4 @@ def test_every_format_and_the_public_schema(tmp_path: Path) -> None:
     again = collect([out])  # a results directory reads back with its per-image vectors
     assert len(again.rows) == len(rows) and len(again.vectors) == len(vectors)
     back = build_report(again.rows, {}, vectors=again.vectors, resamples=200)
-    assert back["summary"]["rows"] == json.loads((out / "summary.json").read_text())["rows"]
+    assert back.summary["rows"] == json.loads((out / "summary.json").read_text())["rows"]

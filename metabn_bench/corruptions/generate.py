@@ -22,7 +22,8 @@ from tqdm import tqdm
 from metabn_bench import provenance
 from metabn_bench.config import CorruptConfig, to_dict
 from metabn_bench.corruptions import names as cnames
-from metabn_bench.corruptions import reference_backend, registry, tables
+from metabn_bench.corruptions import ops as registry
+from metabn_bench.corruptions import reference_backend, tables
 from metabn_bench.corruptions.rng import ImageRandom
 from metabn_bench.data.arrays import ArraySet
 from metabn_bench.data.loader import batches

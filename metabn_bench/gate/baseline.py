@@ -23,9 +23,9 @@ from metabn_bench.data.specs import load_split
 from metabn_bench.errors import UserError
 from metabn_bench.gate.compare import CheckResult, compare, load_summary
 from metabn_bench.gate.exact import REFERENCE, compute_exact_tier, save_references
-from metabn_bench.report import RESULT_FILES, markdown_report
-from metabn_bench.suite import SuiteResult, run_suite
-from metabn_bench.train import DONE
+from metabn_bench.reporting.report import RESULT_FILES, markdown_report
+from metabn_bench.runs import DONE
+from metabn_bench.suite.runner import SuiteResult, run_suite
 
 GATE_PRESET = "smoke"
 # The baseline is made with 2 torch threads, as the machine that measured the noise ran it;
@@ -98,13 +98,13 @@ def _add_cam(result: SuiteResult, cfg: SuiteConfig, log: Log) -> None:
     if cfg.train.data.dataset != "synthetic":
         log("no CAM picture: the baseline is not of the synthetic set")
         return
-    from metabn_bench.cam import CamRequest, cam_grid
+    from metabn_bench.analysis.cam import CamRequest, cam_grid
 
     with pinned_threads(GATE_THREADS):  # 3 images at 80 dpi: a committed file stays small
         path = cam_grid(list(_first_seed_runs(cfg, result.work_dir).values()), result.work_dir / "corrupted",
                         result.results_dir / CAM_FILE, CamRequest(n_images=3, dpi=80), device="cpu")
     report = result.report
-    report["images"].append(("Grad-CAM of each method on synthetic test images, clean and "
+    report.images.append(("Grad-CAM of each method on synthetic test images, clean and "
                              "corrupted", path))
     title = f"{cfg.name}: {cfg.description or 'results'}"
     fsio.write_text(result.results_dir / "report.md",

@@ -37,19 +37,20 @@ import numpy as np
 import torch
 
 from metabn_bench import fsio
-from metabn_bench.adapt import bn_layers
 from metabn_bench.config import SuiteConfig, replace
 from metabn_bench.corruptions.generate import corrupt_dataset
 from metabn_bench.data.loader import batches, to_float
 from metabn_bench.data.specs import load_split
 from metabn_bench.data.store import open_set
 from metabn_bench.errors import UserError
-from metabn_bench.evaluate import Evaluator, evaluate, num_classes_of
-from metabn_bench.jobs import plan_jobs
+from metabn_bench.evaluation.evaluate import Evaluator, evaluate
+from metabn_bench.evaluation.protocols import bn_layers
 from metabn_bench.methods import build_method
-from metabn_bench.report import build_report, collect, write_results
+from metabn_bench.reporting.report import build_report, collect, write_results
+from metabn_bench.runs import CONFIG, DONE, ENV, METRICS, MODEL
 from metabn_bench.seeding import seed_everything
-from metabn_bench.train import DONE, MODEL, load_config, train
+from metabn_bench.suite.jobs import plan_jobs
+from metabn_bench.training.loop import train
 
 REFERENCE = "reference"  # results/<preset>/reference/: the exact tier's baseline
 MODELS = "models"  # reference/models/<method>/: a run directory without its history
@@ -59,7 +60,7 @@ ADAPTATION_FILE = "adaptation.json"
 CORRUPTION_STATS_FILE = "corrupted_stats.json"
 # The per-key fingerprints ({group: {key: value}}), each compared within its measured relative move.
 FINGERPRINT_FILES = (TRAINING_FILE, ADAPTATION_FILE, CORRUPTION_STATS_FILE)
-RUN_FILES = ("config.json", "env.json", DONE)
+RUN_FILES = (CONFIG, ENV, DONE)
 # A few steps on a fixed subset: enough for every loss term to reach the weights, few enough
 # that float-order differences between CPUs stay near float32 resolution (noise.py measures it).
 FINGERPRINT_IMAGES = 256
@@ -135,12 +136,10 @@ def adaptation_fingerprint(reference_dir: Path, methods: list[str], set_dir: Pat
     for method in methods:
         run_dir = work / method
         shutil.copytree(reference_dir / MODELS / method, run_dir)
-        cfg = load_config(run_dir)
-        num_classes = num_classes_of(run_dir)
         numbers: dict[str, float] = {}
         for spec in ("tent", "bn"):
             try:
-                ev = Evaluator(run_dir, cfg, num_classes, torch.device("cpu"), spec)
+                ev = Evaluator(run_dir, torch.device("cpu"), spec)
             except UserError:  # no BatchNorm layers: the protocol does not apply
                 continue
             before = _bn_state(ev.model)
@@ -215,7 +214,7 @@ def training_fingerprint(cfg: SuiteConfig, work: Path) -> dict[str, dict[str, fl
         init = _parameters(build_method(tcfg, num_classes, torch.device("cpu")).build_model())
         final = torch.load(run_dir / MODEL, map_location="cpu", weights_only=True)
         update = math.sqrt(sum(float((final[k].double() - v).pow(2).sum()) for k, v in init.items()))
-        row = fsio.read_jsonl(run_dir / "metrics.jsonl")[-1]
+        row = fsio.read_jsonl(run_dir / METRICS)[-1]
         numbers = {k: float(v) for k, v in row.items()
                    if isinstance(v, int | float) and not isinstance(v, bool)
                    and k not in ("epoch", "lr", "seconds", "images_per_s", "train_error")}

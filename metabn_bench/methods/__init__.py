@@ -22,7 +22,7 @@ from metabn_bench.methods import cnsn  # noqa: F401
 from metabn_bench.methods import splitbn  # noqa: F401
 from metabn_bench.methods import metabn  # noqa: F401
 # isort: on
-from metabn_bench.methods.base import Batch, Method, StepResult
+from metabn_bench.methods.base import Batch, Method, Prerequisite, StepResult
 from metabn_bench.methods.registry import METHODS
 
 
@@ -32,4 +32,4 @@ def build_method(cfg: TrainConfig, num_classes: int, device: torch.device) -> Me
     return cls(cfg, num_classes, device)
 
 
-__all__ = ["METHODS", "Batch", "Method", "StepResult", "build_method"]
+__all__ = ["METHODS", "Batch", "Method", "Prerequisite", "StepResult", "build_method"]

@@ -45,7 +45,7 @@ def jensen_shannon(logits: tuple[Tensor, ...]) -> Tensor:
 
 
 @METHODS.register("augmix")
-class AugMix(Method):
+class AugMix(Method[AugMixHparams]):
     """AugMix: mixtures of augmentation chains + Jensen-Shannon consistency (Hendrycks et al. 2020).
 
     Two AugMix views of every (cropped and flipped) training image; the clean view and both

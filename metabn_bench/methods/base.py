@@ -2,7 +2,9 @@
 
 - `Hparams`: a frozen dataclass of the method's defaults (validated `hparams` config keys).
 - `norm_layer()` / `block_unit()` / `build_model()`: what the architecture is built with.
-- `prepare_training(model, run_dir, train_set, progress)`: set-up before the optimiser exists.
+- `prerequisite(cfg)`: a run the method needs finished first (post_hoc Meta-BN: its backbone);
+  `train` and the suite train it, then hand its directory to `prepare_training`.
+- `prepare_training(model, prerequisite)`: set-up before the optimiser exists.
 - `batch_transform(batch)`: batch-level augmentation on the device (images in [0, 1]).
 - `training_step(model, batch)`: the loss (and logits, for the training error).
 - `prepare_eval(model)` and `reset()`: anything the method does at test time.
@@ -13,14 +15,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metabn_bench.config import TrainConfig, from_dict, to_dict
-from metabn_bench.data.arrays import ArraySet
 from metabn_bench.models import Classifier, build_model
 from metabn_bench.models.norms import NormFactory, UnitFactory, make_norm
 
@@ -28,6 +29,15 @@ from metabn_bench.models.norms import NormFactory, UnitFactory, make_norm
 @dataclass(frozen=True)
 class NoHparams:
     """A method without options of its own."""
+
+
+@dataclass(frozen=True)
+class Prerequisite:
+    """A run a method needs finished before it trains: its config, and the name of its
+    directory inside the method's own run directory (so it is resumed and skipped with it)."""
+
+    config: TrainConfig
+    name: str
 
 
 @dataclass
@@ -53,17 +63,24 @@ class StepResult:
     logs: dict[str, float] = field(default_factory=dict)
 
 
-class Method:
-    """Vanilla empirical risk minimisation with the common recipe: cross-entropy on crop+flip."""
+H = TypeVar("H")  # a method's Hparams dataclass
 
-    Hparams: ClassVar[type] = NoHparams
+
+class Method(Generic[H]):
+    """Vanilla empirical risk minimisation with the common recipe: cross-entropy on crop+flip.
+
+    Generic in the type of its options: a method declares `class M(Method[MHparams])` with
+    `Hparams = MHparams`, and `self.hp` has that type.
+    """
+
+    Hparams: ClassVar[type[Any]] = NoHparams
     description: ClassVar[str] = "cross-entropy with crop + flip (the common recipe)"
 
     def __init__(self, cfg: TrainConfig, num_classes: int, device: torch.device) -> None:
         self.cfg = cfg
         self.num_classes = num_classes
         self.device = device
-        self.hp = from_dict(self.Hparams, cfg.hparams, "hparams")
+        self.hp: H = from_dict(self.Hparams, cfg.hparams, "hparams")
         self.mean = torch.tensor(cfg.data.mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(cfg.data.std, device=device).view(1, -1, 1, 1)
 
@@ -99,8 +116,16 @@ class Method:
         return [{"params": [p for p in model.parameters() if p.requires_grad]}]
 
     # -- training ------------------------------------------------------------------------------
-    def prepare_training(self, model: nn.Module, run_dir: Path, train_set: ArraySet,
-                         progress: bool) -> None:
+    @classmethod
+    def prerequisite(cls, cfg: TrainConfig) -> Prerequisite | None:
+        """The run this method needs finished before it trains (none for vanilla).
+
+        A method never runs the training loop itself: `train` trains the prerequisite first
+        and passes its finished directory to `prepare_training`.
+        """
+        return None
+
+    def prepare_training(self, model: nn.Module, prerequisite: Path | None) -> None:
         """Set the model up before the optimiser is built (nothing for vanilla)."""
 
     def batch_transform(self, batch: Batch) -> Batch:

@@ -9,7 +9,7 @@ from metabn_bench.methods.registry import METHODS
 
 
 @METHODS.register("cnsn")
-class CNSN(CNSNBase):
+class CNSN(CNSNBase[CNSNHparams]):
     """CrossNorm + SelfNorm in every residual block (Tang et al. 2021).
 
     CrossNorm acts in training only (per batch with probability cn_prob, in active_num random

@@ -6,7 +6,7 @@ switching per training batch. Each method (its own file) sets its official CIFAR
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -15,6 +15,9 @@ from metabn_bench.errors import UserError
 from metabn_bench.methods.base import Batch, Method, StepResult
 from metabn_bench.models.cnsn import CROPS, CNSNUnit, CrossNormConfig, activate_crossnorm, cnsn_units
 from metabn_bench.models.norms import UNIT_POSITIONS, UnitFactory
+
+# The options of a CrossNorm / SelfNorm method (CNSN, CrossNorm, SelfNorm: each its own).
+CnH = TypeVar("CnH")
 
 
 def check_position(position: str) -> None:
@@ -44,7 +47,7 @@ class CNSNHparams:
                             f"beta={self.beta}")
 
 
-class CNSNBase(Method):
+class CNSNBase(Method[CnH]):
     """CrossNorm and/or SelfNorm units in every residual block (Tang et al. 2021).
 
     Per training batch, with probability cn_prob, CrossNorm is switched on in active_num

@@ -20,7 +20,7 @@ class CrossNormHparams(CNSNHparams):
 
 
 @METHODS.register("crossnorm")
-class CrossNorm(CNSNBase):
+class CrossNorm(CNSNBase[CrossNormHparams]):
     """CrossNorm: swap channel statistics between samples in random blocks (Tang et al. 2021).
 
     Training only; at test time the network is the plain one (the units are identities).

@@ -41,7 +41,7 @@ def cutmix_box(height: int, width: int, lam: float) -> tuple[int, int, int, int]
 
 
 @METHODS.register("cutmix")
-class CutMix(Mixup):
+class CutMix(Mixup[CutMixHparams]):
     """CutMix: paste a box from another image, mix labels by area (Yun et al. 2019).
 
     With probability `prob` per batch: lambda ~ Beta(alpha, alpha), one box for the batch, taken

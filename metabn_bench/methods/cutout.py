@@ -41,7 +41,7 @@ def cutout(x: Tensor, size: int, fill: Tensor) -> Tensor:
 
 
 @METHODS.register("cutout")
-class Cutout(Method):
+class Cutout(Method[CutoutHparams]):
     """Cutout: a random square hole per training image (DeVries & Taylor 2017).
 
     The hole is filled with the normalisation mean in [0, 1] space, i.e. zero after

@@ -21,7 +21,6 @@ and beta per sample from the sample's statistics. Training modes:
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metabn_bench.config import replace
-from metabn_bench.data.arrays import ArraySet
+from metabn_bench import runs
+from metabn_bench.config import TrainConfig, from_dict, replace
 from metabn_bench.errors import UserError
-from metabn_bench.methods.base import Batch, Method, StepResult
+from metabn_bench.methods.base import Batch, Method, Prerequisite, StepResult
 from metabn_bench.methods.registry import METHODS
 from metabn_bench.methods.shift_proxy import PROXIES, Proxy, check_proxy, make_proxy
 from metabn_bench.models import Classifier
@@ -80,7 +79,7 @@ def _choice(key: str, value: str, valid: tuple[str, ...] | list[str]) -> None:
 
 
 @METHODS.register("metabn")
-class MetaBN(Method):
+class MetaBN(Method[MetaBNHparams]):
     """Meta BatchNorm, reconstructed from the abstract of Tsai (NTHU thesis, 2021): auxiliary
     nets correct BN gamma/beta per sample; trained episodically on AugMix shift proxies."""
 
@@ -89,7 +88,7 @@ class MetaBN(Method):
 
     def __init__(self, cfg: Any, num_classes: int, device: torch.device) -> None:
         super().__init__(cfg, num_classes, device)
-        hp: MetaBNHparams = self.hp
+        hp = self.hp
         _choice("aux_net", hp.aux_net, AUX_NETS)
         _choice("placement", hp.placement, list(PLACEMENTS))
         _choice("stats_source", hp.stats_source, STATS_SOURCES)
@@ -110,7 +109,7 @@ class MetaBN(Method):
 
     # -- model ---------------------------------------------------------------------------------
     def norm_layer(self) -> NormFactory:
-        hp: MetaBNHparams = self.hp
+        hp = self.hp
         return make_norm("metabn", aux_net=hp.aux_net, bound=hp.bound,
                          stats_source=hp.stats_source, reduction=hp.aux_reduction,
                          min_hidden=hp.aux_min_hidden)
@@ -127,32 +126,36 @@ class MetaBN(Method):
         return self._proxy(x)
 
     # -- training ------------------------------------------------------------------------------
-    def prepare_training(self, model: nn.Module, run_dir: Path, train_set: ArraySet,
-                         progress: bool) -> None:
-        """post_hoc: load (or first train) the vanilla backbone and freeze all but the aux nets."""
+    @classmethod
+    def prerequisite(cls, cfg: TrainConfig) -> Prerequisite | None:
+        """post_hoc without `backbone_run`: the vanilla backbone (same recipe and seed), trained
+        into RUN_DIR/backbone/ before this run."""
+        hp = from_dict(cls.Hparams, cfg.hparams, "hparams")
+        if hp.training_mode != "post_hoc" or hp.backbone_run:
+            return None
+        vanilla = replace(cfg, method="vanilla", hparams={}, epochs=hp.backbone_epochs or cfg.epochs)
+        return Prerequisite(vanilla, "backbone")
+
+    def prepare_training(self, model: nn.Module, prerequisite: Path | None) -> None:
+        """post_hoc: load the vanilla backbone (`backbone_run`, or the prerequisite trained
+        for this run) and freeze all but the aux nets."""
         if self.hp.training_mode != "post_hoc":
             return
-        backbone = Path(self.hp.backbone_run) if self.hp.backbone_run else \
-            self._train_backbone(run_dir, train_set, progress)
+        backbone = Path(self.hp.backbone_run) if self.hp.backbone_run else prerequisite
+        if backbone is None:
+            raise UserError("post_hoc Meta-BN needs its backbone run; train it with `train` "
+                            "(which trains the backbone first) or set hparams.backbone_run")
         load_backbone(model, backbone, self.cfg.arch)
         aux = {id(p) for p in auxiliary_parameters(model)}
         for p in model.parameters():
             p.requires_grad_(id(p) in aux)
-
-    def _train_backbone(self, run_dir: Path, train_set: ArraySet, progress: bool) -> Path:
-        """Train the vanilla backbone (same recipe and seed) into RUN_DIR/backbone/."""
-        from metabn_bench.train import train  # the training loop imports the methods
-
-        epochs = self.hp.backbone_epochs or self.cfg.epochs
-        vanilla = replace(self.cfg, method="vanilla", hparams={}, epochs=epochs)
-        return train(vanilla, run_dir / "backbone", progress=progress, train_set=train_set).run_dir
 
     def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
         return [{"params": [p for p in model.parameters() if p.requires_grad]}]
 
     def training_step(self, model: nn.Module, batch: Batch) -> StepResult:
         """One Meta-BN step in the configured training mode."""
-        hp: MetaBNHparams = self.hp
+        hp = self.hp
         x_train = self.normalize(batch.x)
         x_test = self.normalize(self.proxy(batch.x))
         if hp.training_mode == "post_hoc":
@@ -178,7 +181,7 @@ class MetaBN(Method):
     def _episode(self, model: nn.Module, x_train: Tensor, x_test: Tensor,
                  batch: Batch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """First-order MLDG: (meta-train logits, L_tr, L_te, the loss to minimise)."""
-        hp: MetaBNHparams = self.hp
+        hp = self.hp
         logits = model(x_train)  # batch statistics; updates running stats; records them
         loss_train = F.cross_entropy(logits, batch.y)
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -231,15 +234,13 @@ def correction_sizes(model: nn.Module) -> dict[str, float]:
 
 def load_backbone(model: nn.Module, run_dir: Path, arch: str) -> None:
     """Load a finished vanilla run's weights and BN statistics into a Meta-BN model."""
-    from metabn_bench.train import DONE, MODEL  # the training loop imports the methods
-
-    if not (run_dir / DONE).exists():
-        raise UserError(f"backbone run '{run_dir}' is not a finished run (no '{DONE}' marker)")
-    stored = json.loads((run_dir / "config.json").read_text())
-    if stored.get("arch") != arch or stored.get("method") != "vanilla":
-        raise UserError(f"backbone run '{run_dir}' is {stored.get('method')} / "
-                        f"{stored.get('arch')}; post_hoc needs a vanilla {arch} run")
-    state = torch.load(run_dir / MODEL, map_location="cpu", weights_only=True)
+    if not runs.is_finished(run_dir):
+        raise UserError(f"backbone run '{run_dir}' is not a finished run (no '{runs.DONE}' marker)")
+    stored = runs.load_config(run_dir)
+    if stored.arch != arch or stored.method != "vanilla":
+        raise UserError(f"backbone run '{run_dir}' is {stored.method} / "
+                        f"{stored.arch}; post_hoc needs a vanilla {arch} run")
+    state = runs.load_weights(run_dir)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +12,9 @@ from torch import Tensor, nn
 from metabn_bench.errors import UserError
 from metabn_bench.methods.base import Batch, Method, StepResult
 from metabn_bench.methods.registry import METHODS
+
+# Mixup's options, or those of a method built on it (CutMix), each with `alpha`.
+MixH = TypeVar("MixH")
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,7 @@ def mixed_cross_entropy(logits: Tensor, y: Tensor, y_other: Tensor, lam: float) 
 
 
 @METHODS.register("mixup")
-class Mixup(Method):
+class Mixup(Method[MixH]):
     """Mixup: convex combinations of image pairs and of their labels (Zhang et al. 2018).
 
     x = lam * x + (1 - lam) * x[perm]; loss = lam * CE(y) + (1 - lam) * CE(y[perm]).

@@ -20,7 +20,7 @@ class SelfNormHparams:
 
 
 @METHODS.register("selfnorm")
-class SelfNorm(CNSNBase):
+class SelfNorm(CNSNBase[SelfNormHparams]):
     """SelfNorm: per-sample channel gates from the sample's own statistics (Tang et al. 2021).
 
     Acts at training and at test time.

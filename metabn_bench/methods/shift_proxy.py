@@ -17,8 +17,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from metabn_bench.corruptions import CORRUPTIONS, EXTRA, tables
-from metabn_bench.corruptions import registry as corruption_registry
+from metabn_bench.corruptions import EXTRA, tables
+from metabn_bench.corruptions import ops as corruption_registry
+from metabn_bench.corruptions.ops import CORRUPTIONS
 from metabn_bench.corruptions.rng import ImageRandom
 from metabn_bench.errors import UserError
 

@@ -36,7 +36,7 @@ class SplitBNHparams:
 
 
 @METHODS.register("splitbn")
-class SplitBN(Method):
+class SplitBN(Method[SplitBNHparams]):
     """Split BN: main BNs for crop + flip views, auxiliary BNs for AugMix views (Merchant et al. 2020).
 
     Each step: the weak batch and its AugMix view go through the network as one batch; in every

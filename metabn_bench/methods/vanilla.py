@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from metabn_bench.methods.base import Method
+from metabn_bench.methods.base import Method, NoHparams
 from metabn_bench.methods.registry import METHODS
 
 
 @METHODS.register("vanilla")
-class Vanilla(Method):
+class Vanilla(Method[NoHparams]):
     """Plain cross-entropy with the common recipe (Hendrycks et al. 2020, AugMix, Sec. 4)."""

@@ -1,0 +1,116 @@
+"""The sections of a full report (report.md, `report --format markdown|latex|html`), in order."""
+
+from __future__ import annotations
+
+from metabn_bench.corruptions import names as cnames
+from metabn_bench.reporting import stats
+from metabn_bench.reporting.document import Section
+from metabn_bench.reporting.model import Report
+from metabn_bench.reporting.published import load_published
+from metabn_bench.reporting.views import (
+    comparison_view,
+    corruption_view,
+    delta_view,
+    missing_view,
+    protocol_view,
+    provenance_bullets,
+    published_view,
+    severity_view,
+    summary_view,
+    warnings,
+)
+
+
+def report_sections(report: Report, images: list[tuple[str, str]]) -> list[Section]:
+    """Provenance, caveats, summary, comparison, per-protocol views, reported, missing, plots."""
+    summary = report.summary
+    rows, frame, baseline = report.rows, report.frame, report.baseline
+    reference = summary.get("baseline", {}).get("normalization_reference")
+    sections = [Section("Provenance", bullets=provenance_bullets(summary["provenance"], frame))]
+    caveats = warnings(rows, frame)
+    if caveats:
+        sections.append(Section("Read first", bullets=caveats))
+    sections.append(Section(
+        "Summary", table=summary_view(rows, reference),
+        paragraphs=["Errors in %, mean ± std over seeds (std shown for 2 or more seeds). "
+                    "mCE is the CIFAR convention (unnormalised mean over the listed common "
+                    "corruptions x 5 severities); the normalised and relative mCE follow "
+                    "ImageNet-C with the reference named in the header (100 = the reference)."]))
+    sections.append(_comparison(report, baseline))
+    protocols = list(dict.fromkeys(r["protocol"] for r in rows))
+    if len(protocols) > 1:
+        sections.append(Section("Per test-time protocol: mCE (%)", table=protocol_view(rows, "mce")))
+        sections.append(Section("Per test-time protocol: severity-5 error (%)",
+                                table=protocol_view(rows, "severity5")))
+        sections.append(Section("Per test-time protocol: clean error (%)",
+                                table=protocol_view(rows, "clean_error")))
+    for protocol in protocols:
+        sections += _protocol_sections(report, protocol)
+    sections.append(_reported(report))
+    sections.append(_missing(report))
+    if images:
+        sections.append(Section("Plots", images=images))
+    sections.append(Section("Definitions",
+                            bullets=[f"{k}: {v}" for k, v in summary["definitions"].items()]))
+    return sections
+
+
+def _comparison(report: Report, baseline: str) -> Section:
+    desc = stats.describe(report.summary["statistics"]["resamples"])
+    text = (f"Deltas are method minus {baseline} under the same protocol, in points (negative = "
+            f"fewer errors). The paired interval is a {desc['method']}, "
+            f"{desc['resamples']} resamples, seed {desc['seed']}: it measures which test images "
+            "were drawn, not seed-to-seed variation. win/tie/loss counts common corruptions "
+            "whose paired interval lies below 0 / contains 0 / lies above 0.")
+    table = comparison_view(report.rows, report.comparisons, baseline)
+    if table.empty:
+        return Section(f"Comparison with {baseline}",
+                       paragraphs=[f"No method other than {baseline} to compare."])
+    return Section(f"Comparison with {baseline}", paragraphs=[text], table=table)
+
+
+def _protocol_sections(report: Report, protocol: str) -> list[Section]:
+    frame = report.frame
+    out = [Section(f"Protocol {protocol}", paragraphs=[
+        "Error (%) per corruption: mean over severities, then mean ± std over seeds."],
+        table=corruption_view(frame, protocol, cnames.COMMON))]
+    out.append(Section(f"Error (%) per severity, protocol {protocol}", level=3,
+                       paragraphs=["Mean over the common corruptions at each severity; clean for "
+                                   "reference."], table=severity_view(frame, protocol)))
+    deltas = delta_view(report.comparisons, protocol)
+    if not deltas.empty:
+        out.append(Section(f"Δ error vs {report.baseline} per corruption, protocol {protocol}",
+                           level=3, table=deltas, paragraphs=[
+                               "Paired delta in points (mean over severities and paired seeds) "
+                               "and its verdict: W win, T tie, L loss (95% paired bootstrap)."]))
+    extras = corruption_view(frame, protocol, cnames.EXTRA)
+    if not extras.empty and len(extras.columns) > 2:
+        out.append(Section(f"Extra corruptions, protocol {protocol}", level=3, table=extras,
+                           paragraphs=["The 4 extra (validation) corruptions; never part of a "
+                                       "headline number."]))
+    return out
+
+
+def _reported(report: Report) -> Section:
+    published = report.published
+    if not published:
+        return Section("Reported in the literature", paragraphs=[
+            f"None of the {len(load_published())} published numbers in "
+            "metabn_bench/resources/published.yaml matches this report's setting (data set, "
+            "architecture, test-time protocol, number of test images and corruptions), so none "
+            "is shown."])
+    cites = sorted({f"{p['source']}: {p['citation']}" for p in published})
+    return Section("Reported in the literature", table=published_view(published), bullets=cites,
+                   paragraphs=["Published numbers for the same setting, labelled reported; the "
+                               "measured column repeats this report's number of the same metric. "
+                               "Reported numbers never enter a measured table."])
+
+
+def _missing(report: Report) -> Section:
+    table = missing_view(report.missing, report.unfinished)
+    if table.empty:
+        return Section("Missing cells", paragraphs=[
+            "None: every run has every cell of its corrupted set under every protocol."])
+    return Section("Missing cells", table=table, paragraphs=[
+        "Cells that some run of the same corrupted set has and these do not. A method's means "
+        "use only the cells all of its seeds have."])

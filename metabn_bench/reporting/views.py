@@ -1,0 +1,192 @@
+"""Every table of a report, each a view of the long per-cell table or of the summary rows.
+
+Measured numbers are formatted "mean ± std" over seeds (std shown when there are 2 or more
+seeds; the number of seeds is in its own column); published numbers appear only in the
+"reported" table. Every section says what its numbers are.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from metabn_bench.corruptions import names as cnames
+from metabn_bench.reporting.metrics import corruption_stats, severity_table
+from metabn_bench.reporting.stats import Comparison
+
+
+def fmt(value: Any, std: Any = None, digits: int = 2) -> str:
+    """'12.34' or '12.34 ± 0.56'; '—' for a missing number."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    text = f"{value:.{digits}f}"
+    if std is not None and not (isinstance(std, float) and math.isnan(std)):
+        text += f" ± {std:.{digits}f}"
+    return text
+
+
+def _ms(row: dict[str, Any], key: str, digits: int = 2) -> str:
+    std = row.get(f"{key}_std") if row.get("n_seeds", 1) > 1 else None
+    return fmt(row.get(key), std, digits)
+
+
+def summary_view(rows: list[dict[str, Any]], reference: dict[str, Any] | None) -> pd.DataFrame:
+    """Method x protocol: clean error, CIFAR mCE, severity-5 mean, normalised and relative mCE."""
+    ref = f"{reference['method']} [{reference['protocol']}]" if reference else "baseline"
+    return pd.DataFrame([{
+        "method": r["method"], "protocol": r["protocol"], "n seeds": r["n_seeds"],
+        "clean error (%)": _ms(r, "clean_error"), "mCE (%)": _ms(r, "mce"),
+        "severity-5 error (%)": _ms(r, "severity5"),
+        f"normalised mCE (% of {ref})": _ms(r, "mce_normalized", 1),
+        f"relative mCE (% of {ref})": _ms(r, "relative_mce", 1),
+    } for r in rows])
+
+
+def _ci(interval: Any) -> str:
+    if interval is None:
+        return "—"
+    return f"{interval.estimate:+.2f} [{interval.low:+.2f}, {interval.high:+.2f}]"
+
+
+def comparison_view(rows: list[dict[str, Any]], comparisons: list[Comparison],
+                    baseline: str) -> pd.DataFrame:
+    """Deltas against the baseline with paired-bootstrap intervals and win/tie/loss counts."""
+    by_key = {(c.method, c.protocol): c for c in comparisons}
+    lines = []
+    for r in rows:
+        comp = by_key.get((r["method"], r["protocol"]))
+        if comp is None:
+            continue
+        d_clean, d_mce = r.get(f"delta_clean_error_vs_{baseline}"), r.get(f"delta_mce_vs_{baseline}")
+        wtl = comp.win_tie_loss()
+        seeds = ("—" if comp.reason else
+                 ",".join(map(str, comp.seeds)) + ("" if comp.seeds_paired else " (unpaired)"))
+        lines.append({
+            "method": r["method"], "protocol": r["protocol"], "seeds used": seeds,
+            "Δ clean error": "—" if d_clean is None else f"{d_clean:+.2f}",
+            "Δ clean, paired [95% CI]": _ci(comp.clean),
+            "Δ mCE": "—" if d_mce is None else f"{d_mce:+.2f}",
+            "Δ mCE, paired [95% CI]": _ci(comp.mce),
+            "win/tie/loss": (f"{len(wtl['win'])}/{len(wtl['tie'])}/{len(wtl['loss'])}"
+                             if comp.corruptions else "—"),
+            "note": comp.reason or "",
+        })
+    return pd.DataFrame(lines)
+
+
+def protocol_view(rows: list[dict[str, Any]], key: str = "mce") -> pd.DataFrame:
+    """Method x test-time protocol for one summary field."""
+    protocols = list(dict.fromkeys(r["protocol"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    by_key = {(r["method"], r["protocol"]): r for r in rows}
+    lines = []
+    for m in methods:
+        line: dict[str, str] = {"method": m}
+        for p in protocols:
+            line[p] = _ms(by_key[(m, p)], key) if (m, p) in by_key else "—"
+        lines.append(line)
+    return pd.DataFrame(lines)
+
+
+def corruption_view(frame: pd.DataFrame, protocol: str, names: tuple[str, ...]) -> pd.DataFrame:
+    """Method x corruption (mean over severities, then mean ± std over seeds), for `names`."""
+    sel = frame[frame["corruption"].isin(("clean", *names))]
+    mean, std, count = corruption_stats(sel, protocol)
+    if mean.empty:
+        return pd.DataFrame()
+    out = pd.DataFrame({"method": mean.index, "n seeds": [int(count.loc[m].max()) for m in mean.index]})
+    for c in mean.columns:
+        out[c] = [fmt(mean.loc[m, c], std.loc[m, c] if count.loc[m, c] > 1 else None, 1)
+                  for m in mean.index]
+    return out
+
+
+def severity_view(frame: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """Method x (clean, severity 1..5), mean ± std over seeds."""
+    mean, std = severity_table(frame, protocol)
+    if mean.empty:
+        return pd.DataFrame()
+    n = frame[frame["protocol"] == protocol].groupby("method")["run_id"].nunique()
+    out = pd.DataFrame({"method": mean.index, "n seeds": [int(n[m]) for m in mean.index]})
+    for c in mean.columns:
+        out[c] = [fmt(mean.loc[m, c], std.loc[m, c] if n[m] > 1 else None, 1) for m in mean.index]
+    return out
+
+
+def delta_view(comparisons: list[Comparison], protocol: str) -> pd.DataFrame:
+    """Method x corruption: paired delta against the baseline and its verdict (W/T/L)."""
+    letters = {"win": "W", "tie": "T", "loss": "L"}
+    lines = []
+    for comp in comparisons:
+        if comp.protocol != protocol or not comp.corruptions:
+            continue
+        line = {"method": comp.method}
+        for name, iv in comp.corruptions.items():
+            line[name] = f"{iv.estimate:+.1f} {letters[iv.verdict]}"
+        lines.append(line)
+    return pd.DataFrame(lines).fillna("—")
+
+
+def published_view(published: list[dict[str, Any]]) -> pd.DataFrame:
+    """Reported (published) numbers beside the measured number of the same metric."""
+    return pd.DataFrame([{
+        "method": p["method"], "protocol": p["protocol"], "metric": p["metric"],
+        "reported (%)": f"{p['reported']:.2f}", "reported as": p["reported_as"],
+        "source": p["source"],
+        "measured here (%)": fmt(p["measured"], p["measured_std"] if (p["n_seeds"] or 0) > 1 else None),
+        "note": p["notes"],
+    } for p in published])
+
+
+def missing_view(missing: list[dict[str, Any]], unfinished: list[dict[str, Any]]) -> pd.DataFrame:
+    """Runs and cells that are not in the tables, with the reason."""
+    lines = [{"run": u["run_dir"], "method": u["method"], "seed": str(u["seed"]), "protocol": "—",
+              "missing": "every cell", "reason": u["reason"]} for u in unfinished]
+    lines += [{"run": m["run_id"], "method": m["method"], "seed": str(m["seed"]),
+               "protocol": m["protocol"], "missing": m["missing"], "reason": m["reason"]}
+              for m in missing]
+    return pd.DataFrame(lines)
+
+
+def provenance_bullets(prov: dict[str, Any], frame: pd.DataFrame) -> list[str]:
+    """Where the numbers come from: data, presets, seeds, sets, protocols, versions, device."""
+    versions = prov.get("versions", {})
+    vtext = ", ".join(f"{k} {versions[k]}" for k in ("metabn_bench", "torch", "torchvision", "numpy")
+                      if k in versions)
+    device = prov.get("device", {})
+    dtext = f"{device.get('type', '?')} ({device.get('name', '?')}, {device.get('threads', '?')} threads)"
+    sets = sorted({f"{s} (size preset {p})" for s, p in zip(frame.get("set_id", []),
+                                                            frame.get("size_preset", []))})
+    protocols = sorted({f"{p}, batch {b}" for p, b in zip(frame["protocol"], frame["test_batch_size"])}
+                       ) if "test_batch_size" in frame else sorted(set(frame["protocol"]))
+    arch = prov.get("arch") or ", ".join(sorted(set(map(str, frame.get("arch", []))))) or "—"
+    seeds = prov.get("seeds") or sorted({int(s) for s in frame.get("seed", [])})
+    return [
+        f"Data: {prov.get('data_source', 'unknown')}",
+        f"Preset: {prov.get('preset', 'none (assembled from run directories)')}; "
+        f"architecture {arch}; seeds {seeds}",
+        f"Corrupted set: {prov.get('corrupted_set', '—')}; set ids {', '.join(sets) or '—'}",
+        f"Test-time protocols: {'; '.join(protocols)}; every protocol is reset before each cell",
+        f"Versions: {vtext or 'unknown'}; commit {prov.get('commit', 'unknown')}",
+        f"Device: {dtext}; generated {prov.get('time', prov.get('report_generated', '—'))}",
+    ]
+
+
+def warnings(rows: list[dict[str, Any]], frame: pd.DataFrame) -> list[str]:
+    """Caveats a reader must see before the numbers."""
+    out = []
+    lists = {tuple(r["corruptions"]) for r in rows if r.get("corruptions")}
+    if len(lists) > 1:
+        out.append("Rows average different sets of corruptions (see `corruptions` in summary.json); "
+                   "their mCEs are not comparable with each other.")
+    n_corr = max((len(c) for c in lists), default=0)
+    if 0 < n_corr < len(cnames.COMMON):
+        names = ", ".join(next(iter(lists))) if len(lists) == 1 else f"{n_corr} corruptions"
+        out.append(f"mCE here averages {n_corr} of the {len(cnames.COMMON)} common corruptions "
+                   f"({names}); it is not comparable with a full 15-corruption mCE.")
+    if "set_id" in frame and frame["set_id"].nunique() > 1:
+        out.append("These results come from more than one corrupted set; rows of different sets "
+                   "are averaged together and paired statistics are not computed.")
+    return out

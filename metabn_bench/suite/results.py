@@ -1,0 +1,35 @@
+"""The results of a suite: its report written from the plan's finished runs.
+
+Its own module because both the runner (after a local or gpus launch) and the SLURM report
+job write it, and the launchers must not import the runner that imports them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from metabn_bench import provenance
+from metabn_bench.config import to_dict
+from metabn_bench.data.store import open_set
+from metabn_bench.device import resolve_device
+from metabn_bench.reporting.model import Report
+from metabn_bench.reporting.report import build_report, collect, write_results
+from metabn_bench.suite.jobs import SuitePlan
+
+
+def report_suite(plan: SuitePlan, results_dir: Path,
+                 device: torch.device | None = None) -> Report:
+    """Write results/<preset>/ (cells.csv, summary.json, report.md) from the plan's runs."""
+    cfg = plan.suite
+    set_id = open_set(plan.set_dir, verify=False).set_id
+    found = collect([j.run_dir for j in plan.jobs])
+    rows = [r for r in found.rows if r["protocol"] in cfg.eval.protocols and r["set_id"] == set_id]
+    prov = {**provenance.environment(device or resolve_device(cfg.train.device)),
+            "data_source": plan.data_source, "preset": cfg.name,
+            "seeds": list(cfg.seeds), "arch": cfg.train.arch,
+            "corrupted_set": plan.set_label, "config": to_dict(cfg)}
+    report = build_report(rows, prov, vectors=found.vectors)
+    write_results(report, results_dir, f"{cfg.name}: {cfg.description or 'results'}")  # + plots/
+    return report

@@ -1,0 +1,201 @@
+"""`status`: what a suite has done, what is running, what failed and what is missing.
+
+Everything is read from the work directory, never from the processes: the corrupted set's
+manifest, each run directory's metrics.jsonl, `done`, eval.jsonl, failed.json and its lock
+(runlock.py). A run is
+- running: a live process holds its lock (pid, host and stage are shown);
+- failed: its last attempt raised (the error is shown; failed.json holds the traceback);
+- done: trained, and every cell evaluated under every protocol of the preset;
+- interrupted: started but not finished, and nobody is working on it (a re-run resumes it);
+- missing: not started.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from metabn_bench import fsio
+from metabn_bench.config import SuiteConfig, to_dict
+from metabn_bench.errors import UserError
+from metabn_bench.runlock import holder, read_failure
+from metabn_bench.runs import CONFIG, DONE, EVAL_FILE, METRICS
+from metabn_bench.suite.jobs import PLAN_FILE, Job, SuitePlan, plan_jobs, read_plan
+
+STATES = ("done", "running", "failed", "interrupted", "missing")
+
+
+@dataclass
+class SetState:
+    """The corrupted set: missing, partial or complete, and its id (matches eval rows)."""
+
+    state: str
+    done: list[str]
+    expected: list[str]
+    set_id: str | None
+
+
+@dataclass
+class JobState:
+    """One (method, seed): its state, training and evaluation progress, holder, failure."""
+
+    job: Job
+    state: str
+    epochs_done: int
+    evals: dict[str, tuple[int, int]] = field(default_factory=dict)  # protocol -> (done, total)
+    holder: dict[str, Any] | None = None
+    failure: dict[str, Any] | None = None
+
+
+def _expected_corruptions(cfg: SuiteConfig) -> list[str]:
+    from metabn_bench.corruptions.generate import resolve_names
+
+    return resolve_names(cfg.corrupt)
+
+
+def expected_cells(cfg: SuiteConfig) -> list[tuple[str, int]]:
+    """('clean', 0) then every (corruption, severity) the suite evaluates, as evaluate() does."""
+    from metabn_bench.corruptions import names as cnames
+
+    names = [c for c in _expected_corruptions(cfg) if cfg.eval.extras or c in cnames.COMMON]
+    severities = sorted(set(cfg.corrupt.severities))
+    return [("clean", 0)] + [(c, s) for c in names for s in severities]
+
+
+def set_state(cfg: SuiteConfig, set_dir: Path) -> SetState:
+    """How far the corrupted set under `set_dir` is (from its manifest)."""
+    from metabn_bench.data.store import MANIFEST
+
+    expected = _expected_corruptions(cfg)
+    path = set_dir / MANIFEST
+    if not path.is_file():
+        return SetState("missing", [], expected, None)
+    manifest = json.loads(path.read_text())
+    files = manifest.get("files", {})
+    done = [c for c in expected if files.get(c, {}).get("kind") == "corruption"]
+    state = "complete" if len(done) == len(expected) else "partial"
+    return SetState(state, done, expected, manifest.get("set_id"))
+
+
+def eval_counts(run_dir: Path, cfg: SuiteConfig, set_id: str | None) -> dict[str, tuple[int, int]]:
+    """protocol -> (cells evaluated, cells expected) for one run directory."""
+    from metabn_bench.evaluation.protocols import PROTOCOLS, parse_protocol
+
+    cells = set(expected_cells(cfg))
+    rows = fsio.read_jsonl(run_dir / EVAL_FILE) if set_id else []
+    out = {}
+    for spec in cfg.eval.protocols:
+        bs = cfg.eval.batch_size or PROTOCOLS.get(parse_protocol(spec)[0]).default_batch_size
+        done = {(r["corruption"], int(r["severity"])) for r in rows
+                if r["set_id"] == set_id and r["protocol"] == spec
+                and int(r["test_batch_size"]) == bs}
+        out[spec] = (len(done & cells), len(cells))
+    return out
+
+
+def job_state(job: Job, cfg: SuiteConfig, set_id: str | None) -> JobState:
+    """The state of one job, read from its run directory."""
+    run_dir = job.run_dir
+    epochs = len(fsio.read_jsonl(run_dir / METRICS))
+    trained = (run_dir / DONE).exists()
+    evals = eval_counts(run_dir, cfg, set_id)
+    live = holder(run_dir)
+    failure = read_failure(run_dir)
+    if live is not None:
+        state = "running"
+    elif failure is not None:
+        state = "failed"
+    elif trained and all(d == t for d, t in evals.values()):
+        state = "done"
+    elif (run_dir / CONFIG).exists():
+        state = "interrupted"
+    else:
+        state = "missing"
+    return JobState(job, state, job.config.epochs if trained else epochs, evals, live, failure)
+
+
+def is_complete(plan: SuitePlan, job: Job) -> bool:
+    """Trained and evaluated on every cell of every protocol (the set must be complete)."""
+    if not (job.run_dir / DONE).exists():
+        return False
+    set_id = set_state(plan.suite, plan.set_dir).set_id
+    return all(d == t for d, t in eval_counts(job.run_dir, plan.suite, set_id).values())
+
+
+@dataclass
+class SuiteStatus:
+    """The whole suite: its corrupted set, its jobs and whether results were written."""
+
+    name: str
+    work_dir: Path
+    corrupted: SetState
+    jobs: list[JobState]
+    results: Path | None
+
+
+def _jobs_for(cfg: SuiteConfig, work_dir: Path) -> tuple[Job, ...]:
+    """The jobs from plan.json when it describes this very config, else planned afresh."""
+    path = work_dir / PLAN_FILE
+    if path.is_file():
+        plan = read_plan(path)
+        if to_dict(plan.suite) == to_dict(cfg):
+            return plan.jobs
+    from metabn_bench.data.specs import load_split
+
+    data = cfg.train.data
+    test = load_split(data.dataset, "test", data.data_root, cfg.corrupt.n_test, data.label)
+    return plan_jobs(cfg, work_dir, len(test.classes))
+
+
+def suite_status(cfg: SuiteConfig, work_dir: str | Path | None = None,
+                 results_dir: str | Path | None = None) -> SuiteStatus:
+    """Read the state of every part of the suite described by `cfg`."""
+    work = Path(work_dir or Path("runs") / cfg.name)
+    if work.exists() and not work.is_dir():
+        raise UserError(f"work directory '{work}' is not a directory")
+    corrupted = set_state(cfg, work / "corrupted")
+    jobs = [job_state(j, cfg, corrupted.set_id) for j in _jobs_for(cfg, work)]
+    results = Path(results_dir or Path("results") / cfg.name)
+    return SuiteStatus(cfg.name, work, corrupted, jobs,
+                       results if (results / "summary.json").is_file() else None)
+
+
+def _who(state: JobState) -> str:
+    if state.holder is not None:
+        h = state.holder
+        return f"{h.get('stage', '?')} by pid {h.get('pid')} on {h.get('host')} since {h.get('since', '?')}"
+    if state.failure is not None:
+        f = state.failure
+        return f"{f.get('stage', '?')}: {f.get('error', '?')}: {f.get('message', '')}"[:120]
+    return ""
+
+
+def status_table(status: SuiteStatus) -> pd.DataFrame:
+    """One line per (method, seed): state, epochs, cells evaluated per protocol, note, run."""
+    lines = []
+    for s in status.jobs:
+        line = {"method": s.job.method, "seed": s.job.seed, "state": s.state,
+                "epochs": f"{s.epochs_done}/{s.job.config.epochs}"}
+        for spec, (done, total) in s.evals.items():
+            line[f"eval {spec}"] = f"{done}/{total}"
+        line["note"] = _who(s)
+        line["run"] = s.job.run_dir.name
+        lines.append(line)
+    return pd.DataFrame(lines)
+
+
+def status_summary(status: SuiteStatus) -> list[str]:
+    """Lines above the table: the corrupted set, the counts per state, the results."""
+    c = status.corrupted
+    counts = {k: sum(s.state == k for s in status.jobs) for k in STATES}
+    set_line = (f"corrupted set: {c.state} ({len(c.done)}/{len(c.expected)} corruptions"
+                f"{', id ' + c.set_id if c.set_id else ''}) in {status.work_dir / 'corrupted'}")
+    runs = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+    results = (f"results: {status.results}/summary.json" if status.results
+               else "results: not written yet")
+    return [f"suite {status.name} (work directory {status.work_dir})", set_line,
+            f"runs: {len(status.jobs)} ({runs})", results]
