@@ -38,7 +38,7 @@ from metabn_bench.errors import UserError, one_of
 from metabn_bench.evaluate import clean_images
 from metabn_bench.methods import build_method
 from metabn_bench.models import Classifier
-from metabn_bench.train import DONE, MODEL, load_config
+from metabn_bench.train import DONE, MODEL, load_config, load_weights
 
 KINDS = ("gradcam", "cam", "both")
 TARGETS = ("label", "predicted")
@@ -65,7 +65,7 @@ def load_run(run_dir: str | Path, device: torch.device) -> LoadedRun:
     classes = [str(c) for c in json.loads((run_dir / "env.json").read_text())["data"]["classes"]]
     method = build_method(cfg, len(classes), device)
     model = method.build_model().to(device)
-    model.load_state_dict(torch.load(run_dir / MODEL, map_location=device, weights_only=True))
+    model.load_state_dict(load_weights(run_dir / MODEL, device))
     method.prepare_eval(model)
     return LoadedRun(run_dir, f"{cfg.method} (seed {cfg.seed})", model, method, classes)
 

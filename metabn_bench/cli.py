@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
-from metabn_bench import __version__
+from metabn_bench import __version__, fsio
 from metabn_bench.errors import UserError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -33,7 +34,13 @@ def command(name: str | None = None, target: typer.Typer | None = None) -> Calla
             try:
                 return fn(*args, **kwargs)
             except UserError as exc:
-                typer.echo(f"error: {exc}", err=True)
+                typer.echo(f"error: {_one_line(str(exc))}", err=True)
+                raise typer.Exit(2) from None
+            except OSError as exc:  # a full disk anywhere (not only in fsio) is one line too
+                full = fsio.disk_full(exc, exc.filename or "the output")
+                if full is None:
+                    raise
+                typer.echo(f"error: {full}", err=True)
                 raise typer.Exit(2) from None
             except KeyboardInterrupt:  # Typer would exit 130 without a word
                 typer.echo("interrupted; run the same command again to resume", err=True)
@@ -44,6 +51,19 @@ def command(name: str | None = None, target: typer.Typer | None = None) -> Calla
 
     return deco
 
+
+def _one_line(text: str) -> str:
+    """A message on one line (a library's multi-line text folded)."""
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def _format_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                    line: str | None = None) -> str:
+    """Warnings as one line `warning: ...` (not Python's two lines with a source path)."""
+    return f"warning: {_one_line(str(message))}\n"
+
+
+warnings.formatwarning = _format_warning  # type: ignore[assignment]
 
 DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda")]
 STDERR_IS_TTY = sys.stderr.isatty()  # progress bars by default only on a terminal
@@ -60,6 +80,12 @@ def _ints(text: str | None, what: str) -> tuple[int, ...]:
         return tuple(int(t) for t in _csv(text))
     except ValueError:
         raise UserError(f"{what} must be comma-separated integers, got '{text}'") from None
+
+
+def _check_out_dir(path: Path | None) -> None:
+    """A one-line error when an output directory option names an existing file."""
+    if path is not None and path.exists() and not path.is_dir():
+        raise UserError(f"--out '{path}' is a file; valid: a directory (new or existing)")
 
 
 def _version(value: bool) -> None:
@@ -104,7 +130,7 @@ def corrupt(
     progress: ProgressOpt = STDERR_IS_TTY,
 ) -> None:
     """Make a corrupted set in the released CIFAR-10-C layout (resumable)."""
-    from metabn_bench.config import CorruptConfig
+    from metabn_bench.config import CorruptConfig, check_corrupt_config
     from metabn_bench.corruptions.generate import corrupt_dataset
     from metabn_bench.data.specs import load_split
     from metabn_bench.device import resolve_device
@@ -112,6 +138,8 @@ def corrupt(
     cfg = CorruptConfig(preset=preset, corruptions=_csv(corruptions), extras=extras,
                         severities=_ints(severities, "--severities"), seed=seed, n_test=n,
                         batch_size=batch_size, backend=backend)
+    check_corrupt_config(cfg)  # before the data set is loaded or anything is written
+    _check_out_dir(out_dir)
     dev = resolve_device(device)
     clean = load_split(dataset, split, data_root, n, label)
     cset, how = corrupt_dataset(clean, out_dir, cfg, dev, dataset, progress)
@@ -143,6 +171,7 @@ def train_cmd(
     from metabn_bench.config import build_train_config
     from metabn_bench.train import train
 
+    _check_out_dir(out_dir)
     base: dict[str, object] = {"method": method}
     data: dict[str, object] = {}
     if dataset is not None:
@@ -182,6 +211,8 @@ def evaluate_cmd(
     from metabn_bench.report import build_report, render, summary_table
 
     protocols = tuple(p for item in (adapt or ["none"]) for p in _csv(item))
+    if not protocols:
+        raise UserError("--adapt names no protocol; valid: none, bn[:prior=N], tent")
     rows = evaluate(run_dir, corrupted, protocols, batch_size, extras, device, verify, progress)
     rows = [r for r in rows if r["protocol"] in protocols]
     report = build_report(rows, {})
@@ -198,10 +229,14 @@ def report(
 ) -> None:
     """Tables (and plots) from evaluation results: every view of the long per-cell table."""
     from metabn_bench import fsio
-    from metabn_bench.report import FORMATS, format_report, report_from_paths
+    from metabn_bench.report import FORMATS, FORMATS_EXT, format_report, report_from_paths
 
     if format_ not in FORMATS:
         raise UserError(f"unknown format '{format_}'; valid: {', '.join(FORMATS)}")
+    if out_path is not None and out_path.is_dir():
+        raise UserError(f"--out '{out_path}' is a directory; valid: a file name, e.g. "
+                        f"{out_path / ('report.' + FORMATS_EXT.get(format_, format_))}")
+    _check_out_dir(plots)
     rep = report_from_paths(paths, baseline, plots)
     text = format_report(rep, format_, doc_dir=out_path.parent if out_path else Path.cwd())
     if out_path:
@@ -307,6 +342,8 @@ def run(
         overrides.append(f"train.device={device}")
     cfg = load_preset(preset, overrides)
     options = parse_launch_options(launch or [])
+    _check_out_dir(out_dir)
+    _check_out_dir(work)
     try:
         result = run_suite(cfg, out_dir, work, progress, log=lambda m: typer.echo(m, err=True),
                            launcher=launcher, launch=options)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metabn_bench import fsio, per_image
+from metabn_bench import fsio, per_image, runlock
 from metabn_bench.adapt import PROTOCOLS, make_protocol, parse_protocol
 from metabn_bench.corruptions import names as cnames
 from metabn_bench.data.loader import batches, to_float
@@ -29,7 +29,7 @@ from metabn_bench.data.store import CorruptedSet, open_set
 from metabn_bench.device import autocast, memory_format, resolve_device
 from metabn_bench.errors import UserError
 from metabn_bench.methods import build_method
-from metabn_bench.train import DONE, MODEL, load_config
+from metabn_bench.train import DONE, MODEL, load_config, load_weights
 
 EVAL_FILE = "eval.jsonl"
 
@@ -57,8 +57,15 @@ def cells_of(cset: CorruptedSet, extras: bool) -> list[tuple[str, int]]:
 def evaluate(run_dir: str | Path, corrupted: str | Path, protocols: tuple[str, ...] = ("none",),
              batch_size: int = 0, extras: bool = False, device: str = "auto",
              verify: bool = True, progress: bool = True) -> list[dict[str, Any]]:
-    """Evaluate a finished run; returns all of its rows for this corrupted set."""
+    """Evaluate a finished run; returns all of its rows for this corrupted set.
+
+    The run directory is locked meanwhile (a second `evaluate` on it stops at once with a
+    one-line error), and each new row is merged into the rows on disk, never over them.
+    """
     run_dir = Path(run_dir)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
+        raise UserError(f"--batch-size is {batch_size!r}; valid: an integer >= 0 "
+                        "(0 = the protocol's default)")
     if not (run_dir / DONE).exists():
         raise UserError(f"run '{run_dir}' has not finished training (no '{DONE}' marker); "
                         "re-run its train command to resume it")
@@ -73,29 +80,58 @@ def evaluate(run_dir: str | Path, corrupted: str | Path, protocols: tuple[str, .
         raise UserError(f"the corrupted set has labels up to {int(cset.labels.max())} but the "
                         f"model has {num_classes} classes")
     _warn_if_class_sorted(cset.labels, protocols)
-    rows = fsio.read_jsonl(run_dir / EVAL_FILE)
-    vectors = per_image.RunVectors(run_dir)
-    done = {_key(r) for r in rows}
-    cells = cells_of(cset, extras)
-    for spec in protocols:
-        bs = batch_size or PROTOCOLS.get(parse_protocol(spec)[0]).default_batch_size
-        todo = [c for c in cells if _key_of(cset.set_id, spec, bs, *c) not in done]
-        if not todo:
-            continue
-        evaluator = _Evaluator(run_dir, cfg, num_classes, dev, spec)
-        bar = tqdm(todo, desc=f"evaluate {cfg.method} [{spec}]", unit="cell",
-                   disable=not progress, leave=False, dynamic_ncols=True)
-        for corruption, severity in bar:
-            images = clean if corruption == "clean" else cset.cell(corruption, severity)
-            t0 = time.perf_counter()
-            correct = evaluator.correct(images, cset.labels, bs)
-            seconds = time.perf_counter() - t0
-            # The vector is on disk before the row that announces it (both writes are atomic).
-            vectors.put(_key_of(cset.set_id, spec, bs, corruption, severity), correct)
-            rows.append(_row(cfg, run_dir, cset, spec, evaluator, bs, corruption, severity,
-                             int((~correct).sum()), seconds))
-            fsio.write_jsonl(run_dir / EVAL_FILE, rows)
+    load_weights(run_dir / MODEL)  # a missing, truncated or unsafe model.pt: before the lock
+    with runlock.exclusive(run_dir, "run directory", stage="evaluate"):
+        fsio.remove_stale_temporaries(run_dir)  # a killed writer's; we hold the lock
+        rows = read_rows(run_dir / EVAL_FILE)
+        vectors = per_image.RunVectors(run_dir)
+        done = {_key(r) for r in rows}
+        cells = cells_of(cset, extras)
+        for spec in protocols:
+            bs = batch_size or PROTOCOLS.get(parse_protocol(spec)[0]).default_batch_size
+            todo = [c for c in cells if _key_of(cset.set_id, spec, bs, *c) not in done]
+            if not todo:
+                continue
+            evaluator = _Evaluator(run_dir, cfg, num_classes, dev, spec)
+            bar = tqdm(todo, desc=f"evaluate {cfg.method} [{spec}]", unit="cell",
+                       disable=not progress, leave=False, dynamic_ncols=True)
+            for corruption, severity in bar:
+                images = clean if corruption == "clean" else cset.cell(corruption, severity)
+                t0 = time.perf_counter()
+                correct = evaluator.correct(images, cset.labels, bs)
+                seconds = time.perf_counter() - t0
+                # The vector is on disk before the row that announces it (both writes atomic).
+                vectors.put(_key_of(cset.set_id, spec, bs, corruption, severity), correct)
+                row = _row(cfg, run_dir, cset, spec, evaluator, bs, corruption, severity,
+                           int((~correct).sum()), seconds)
+                rows = _merge(read_rows(run_dir / EVAL_FILE), [*rows, row])
+                fsio.write_jsonl(run_dir / EVAL_FILE, rows)
     return [r for r in rows if r["set_id"] == cset.set_id]
+
+
+ROW_KEYS = ("set_id", "protocol", "test_batch_size", "corruption", "severity")
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of an eval.jsonl; a one-line UserError for a malformed line or row."""
+    try:
+        rows = fsio.read_jsonl(path)
+    except ValueError as exc:
+        raise UserError(f"{path} is malformed ({exc}); delete it (or the bad line) and run "
+                        "evaluate again") from None
+    for i, row in enumerate(rows, 1):
+        if not isinstance(row, dict) or any(k not in row for k in ROW_KEYS):
+            raise UserError(f"{path}: row {i} is not an evaluation row (needs "
+                            f"{', '.join(ROW_KEYS)}); delete it and run evaluate again")
+    return rows
+
+
+def _merge(on_disk: list[dict[str, Any]], ours: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows on disk plus ours, one per key (ours win): a row written meanwhile by anything
+    that does not take the lock is kept, not overwritten."""
+    merged = {_key(r): r for r in on_disk}
+    merged.update({_key(r): r for r in ours})
+    return list(merged.values())
 
 
 def _warn_if_class_sorted(labels: np.ndarray, protocols: tuple[str, ...]) -> None:
@@ -113,8 +149,12 @@ def _warn_if_class_sorted(labels: np.ndarray, protocols: tuple[str, ...]) -> Non
 
 
 def _num_classes(run_dir: Path) -> int:
-    info = json.loads((run_dir / "env.json").read_text())
-    return len(info["data"]["classes"])
+    path = run_dir / "env.json"
+    try:
+        return len(json.loads(path.read_text())["data"]["classes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{path} is missing or malformed (no data.classes); delete the run "
+                        "directory and train again") from None
 
 
 def _key(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -136,8 +176,12 @@ class _Evaluator:
         self.method = build_method(cfg, num_classes, device)
         self.fmt = memory_format(device, cfg.channels_last)
         model = self.method.build_model().to(device, memory_format=self.fmt)
-        state = torch.load(run_dir / MODEL, map_location=device, weights_only=True)
-        model.load_state_dict(state)
+        state = load_weights(run_dir / MODEL, device)
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError, AttributeError) as exc:
+            raise UserError(f"'{run_dir / MODEL}' does not hold the weights of a {cfg.arch} "
+                            f"({str(exc).splitlines()[0][:120]}); re-run the train command") from None
         self.method.prepare_eval(model)
         self.model = model
         self.protocol = make_protocol(spec, model, self._forward)

@@ -168,11 +168,19 @@ def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines file (empty list if it does not exist)."""
+    """Rows of a JSON-lines file (empty list if it does not exist); ValueError naming the line
+    for a line that is not JSON."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError as exc:
+                raise ValueError(f"line {i} is not JSON: {exc}") from None
+    return rows
 
 
 def save_npy(path: str | Path, array: np.ndarray) -> None:

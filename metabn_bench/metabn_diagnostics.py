@@ -28,7 +28,7 @@ from metabn_bench.device import resolve_device
 from metabn_bench.errors import UserError
 from metabn_bench.methods import build_method
 from metabn_bench.models.metabn import corrected_layers, feature_sizes, meta_bn_layers
-from metabn_bench.train import DONE, MODEL, load_config
+from metabn_bench.train import DONE, MODEL, load_config, load_weights
 
 
 def load_run(run_dir: Path, device: torch.device) -> tuple[Any, torch.nn.Module]:
@@ -39,7 +39,7 @@ def load_run(run_dir: Path, device: torch.device) -> tuple[Any, torch.nn.Module]
     classes = json.loads((run_dir / "env.json").read_text())["data"]["classes"]
     method = build_method(cfg, len(classes), device)
     model = method.build_model().to(device)
-    model.load_state_dict(torch.load(run_dir / MODEL, map_location=device, weights_only=True))
+    model.load_state_dict(load_weights(run_dir / MODEL, device))
     method.prepare_eval(model)
     return method, model
 

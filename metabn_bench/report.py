@@ -18,7 +18,7 @@ import pandas as pd
 from metabn_bench import fsio, per_image, stats
 from metabn_bench.document import Section, render_document, render_table
 from metabn_bench.errors import UserError
-from metabn_bench.evaluate import EVAL_FILE
+from metabn_bench.evaluate import EVAL_FILE, read_rows
 from metabn_bench.metrics import cells_frame, normalization_reference, summary_rows
 from metabn_bench.missing import missing_cells, run_status
 from metabn_bench.published import METRICS, published_rows
@@ -26,6 +26,7 @@ from metabn_bench.report_sections import report_sections
 from metabn_bench.views import fmt
 
 FORMATS = ("markdown", "latex", "csv", "json", "html")
+FORMATS_EXT = {"markdown": "md", "latex": "tex"}  # file extensions that differ from the name
 SCHEMA = "metabn-bench summary v1"
 RESULT_FILES = ("cells.csv", "summary.json", "report.md", per_image.RESULTS_FILE)
 
@@ -60,7 +61,7 @@ def collect(paths: list[str | Path]) -> Collected:
             raise UserError(f"'{path}' holds no evaluation results ({EVAL_FILE} or cells.csv); "
                             "run metabn-bench evaluate first")
         for file in found:
-            rows = fsio.read_jsonl(file)
+            rows = read_rows(file)
             out.rows += rows
             out.vectors.update(per_image.load_run(file.parent, rows))
     return out
@@ -196,6 +197,7 @@ def report_from_paths(paths: list[str | Path], baseline: str = "vanilla",
     from metabn_bench.reporting_provenance import provenance_of
 
     found = collect(paths)
+    _check_baseline(baseline, found.rows)
     report = build_report(found.rows, provenance_of([Path(p) for p in paths], found.rows), baseline,
                           found.vectors, found.unfinished)
     if plots_dir is not None:
@@ -203,6 +205,16 @@ def report_from_paths(paths: list[str | Path], baseline: str = "vanilla",
 
         report["images"] = write_plots(report, plots_dir)
     return report
+
+
+def _check_baseline(baseline: str, rows: list[dict[str, Any]]) -> None:
+    """A baseline must be a method of the rows or a registered method (absent: no deltas)."""
+    from metabn_bench.methods import METHODS
+
+    present = sorted({str(r.get("method")) for r in rows})
+    if baseline not in present and baseline not in METHODS:
+        raise UserError(f"unknown baseline '{baseline}'; valid: a method of the results "
+                        f"({', '.join(present) or 'none'}) or a registered method")
 
 
 def format_report(report: dict[str, Any], fmt_name: str, title: str = "metabn-bench report",
@@ -214,6 +226,10 @@ def format_report(report: dict[str, Any], fmt_name: str, title: str = "metabn-be
         return fsio.dumps(report["summary"]) + "\n"
     if fmt_name == "csv":
         return report["frame"].to_csv(index=False)
+    if fmt_name == "html":  # one self-contained page: plots embedded, nothing external
+        from metabn_bench.report_html import html_page
+
+        return html_page(report, title)
     return render_document(title, _sections(report, doc_dir), fmt_name)
 
 
@@ -236,7 +252,7 @@ def write_results(report: dict[str, Any], out_dir: str | Path, title: str,
     Each file is written atomically; report.md last, so its links point at finished plots.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    fsio.ensure_dir(out)
     fsio.write_text(out / "cells.csv", report["frame"].to_csv(index=False))
     fsio.write_json(out / "summary.json", report["summary"])
     per_image.save_results(out, report["vectors"])

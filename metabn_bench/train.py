@@ -8,6 +8,8 @@ resumed from the checkpoint of epoch e-1 ends with the same weights as an uninte
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -17,8 +19,16 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from metabn_bench import distributed, fsio, provenance
-from metabn_bench.config import TrainConfig, config_hash, from_dict, identity, replace, to_dict
+from metabn_bench import distributed, fsio, provenance, runlock
+from metabn_bench.config import (
+    TrainConfig,
+    check_train_config,
+    config_hash,
+    from_dict,
+    identity,
+    replace,
+    to_dict,
+)
 from metabn_bench.data.arrays import ArraySet
 from metabn_bench.data.augment import crop_flip
 from metabn_bench.data.loader import DeviceLoader, to_float
@@ -65,13 +75,40 @@ def cosine_lambda(total_steps: int, lr: float, lr_min: float):
 
 
 def load_config(run_dir: str | Path) -> TrainConfig:
-    """The TrainConfig stored in a run directory."""
+    """The TrainConfig stored in a run directory (a one-line UserError if it is unreadable)."""
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise UserError(f"'{run_dir}' is not a run directory (no config.json)")
-    import json
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); delete the run directory and train "
+                        "again") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a JSON object of config keys; delete the run "
+                        "directory and train again")
+    return from_dict(TrainConfig, data)
 
-    return from_dict(TrainConfig, json.loads(path.read_text()))
+
+def load_weights(path: str | Path, device: torch.device | str = "cpu") -> Any:
+    """torch.load(weights_only=True) with every failure one line naming the file.
+
+    A file that is missing, truncated or not a plain tensor file (a pickle that would run
+    code) is refused; torch's own message is not shown, since it can advise retrying with
+    weights_only=False, which would run the file's code.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"'{path}' does not exist; re-run the train command of "
+                        f"'{path.parent}' to (re)make it")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # any failure at all means the file cannot be trusted
+        why = ("it holds objects other than tensors (refused: loading it could run code)"
+               if "weights_only" in str(exc) or "nsupported" in str(exc)
+               else "it is truncated or corrupt")
+        raise UserError(f"cannot load '{path}': {why}; delete it and re-run the train command "
+                        f"of '{path.parent}'") from None
 
 
 def _check_same_run(run_dir: Path, cfg: TrainConfig) -> None:
@@ -84,23 +121,30 @@ def _check_same_run(run_dir: Path, cfg: TrainConfig) -> None:
 def train(cfg: TrainConfig, run_dir: str | Path | None = None, runs_root: str | Path = "runs",
           progress: bool = True, train_set: ArraySet | None = None) -> RunInfo:
     """Train `cfg` into `run_dir` (default: runs/<dataset>/<method>/<hash>/); resume if possible."""
+    check_train_config(cfg)  # before anything is loaded or written
+    resolve_config(cfg, 10)  # the method's hparams too (the class count only sizes the model)
     device = resolve_device(cfg.device)
     data = train_set or load_split(cfg.data.dataset, "train", cfg.data.data_root,
                                    cfg.data.train_size, cfg.data.label)
     cfg = resolve_config(cfg, len(data.classes))
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg, runs_root)
-    if (run_dir / "config.json").exists():
-        _check_same_run(run_dir, cfg)
-        if (run_dir / DONE).exists():
-            return RunInfo(run_dir, cfg.epochs, skipped=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if distributed.is_main():  # under torch.distributed, rank 0 alone writes files
-        fsio.write_json(run_dir / "config.json", to_dict(cfg))
-        env = provenance.environment(device)
-        env["data"] = {"source": data.source, "n_train": len(data), "classes": list(data.classes),
-                       **data.notes}
-        fsio.write_json(run_dir / "env.json", env)
-    return _fit(cfg, data, run_dir, device, progress and distributed.is_main())
+    # Rank 0 alone locks (and writes) the run directory; other ranks of a torchrun follow it.
+    lock = (runlock.exclusive(run_dir, "run directory", stage="train")
+            if distributed.is_main() else contextlib.nullcontext())
+    with lock:
+        if (run_dir / "config.json").exists():
+            _check_same_run(run_dir, cfg)
+            if (run_dir / DONE).exists():
+                return RunInfo(run_dir, cfg.epochs, skipped=True)
+        fsio.ensure_dir(run_dir, "run directory")
+        if distributed.is_main():  # under torch.distributed, rank 0 alone writes files
+            fsio.remove_stale_temporaries(run_dir)  # a killed writer's; we hold the lock
+            fsio.write_json(run_dir / "config.json", to_dict(cfg))
+            env = provenance.environment(device)
+            env["data"] = {"source": data.source, "n_train": len(data),
+                           "classes": list(data.classes), **data.notes}
+            fsio.write_json(run_dir / "env.json", env)
+        return _fit(cfg, data, run_dir, device, progress and distributed.is_main())
 
 
 def _fit(cfg: TrainConfig, data: ArraySet, run_dir: Path, device: torch.device,
@@ -126,7 +170,7 @@ def _fit(cfg: TrainConfig, data: ArraySet, run_dir: Path, device: torch.device,
     ckpt_path = run_dir / CHECKPOINT
     history = fsio.read_jsonl(run_dir / "metrics.jsonl")
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        state = load_weights(ckpt_path, device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

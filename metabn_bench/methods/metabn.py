@@ -231,7 +231,7 @@ def correction_sizes(model: nn.Module) -> dict[str, float]:
 
 def load_backbone(model: nn.Module, run_dir: Path, arch: str) -> None:
     """Load a finished vanilla run's weights and BN statistics into a Meta-BN model."""
-    from metabn_bench.train import DONE, MODEL  # the training loop imports the methods
+    from metabn_bench.train import DONE, MODEL, load_weights  # the training loop imports the methods
 
     if not (run_dir / DONE).exists():
         raise UserError(f"backbone run '{run_dir}' is not a finished run (no '{DONE}' marker)")
@@ -239,7 +239,7 @@ def load_backbone(model: nn.Module, run_dir: Path, arch: str) -> None:
     if stored.get("arch") != arch or stored.get("method") != "vanilla":
         raise UserError(f"backbone run '{run_dir}' is {stored.get('method')} / "
                         f"{stored.get('arch')}; post_hoc needs a vanilla {arch} run")
-    state = torch.load(run_dir / MODEL, map_location="cpu", weights_only=True)
+    state = load_weights(run_dir / MODEL)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
