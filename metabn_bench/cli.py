@@ -238,7 +238,12 @@ def report(
                         f"{out_path / ('report.' + FORMATS_EXT.get(format_, format_))}")
     _check_out_dir(plots)
     rep = report_from_paths(paths, baseline, plots)
-    text = format_report(rep, format_, doc_dir=out_path.parent if out_path else Path.cwd())
+    from metabn_bench.report_html import reproduce_command
+
+    again = ["report", *map(str, paths), "--format", format_, "--baseline", baseline,
+             *(["--out", str(out_path)] if out_path else [])]
+    text = format_report(rep, format_, doc_dir=out_path.parent if out_path else Path.cwd(),
+                         command=reproduce_command(again))
     if out_path:
         fsio.write_text(out_path, text)
         typer.echo(f"wrote {out_path}")

@@ -218,8 +218,9 @@ def _check_baseline(baseline: str, rows: list[dict[str, Any]]) -> None:
 
 
 def format_report(report: dict[str, Any], fmt_name: str, title: str = "metabn-bench report",
-                  doc_dir: str | Path | None = None) -> str:
-    """The report in one of FORMATS, as text; images are linked relative to `doc_dir`."""
+                  doc_dir: str | Path | None = None, command: str | None = None) -> str:
+    """The report in one of FORMATS, as text; images are linked relative to `doc_dir` (the
+    html page embeds them); `command`, the one that reproduces it, is shown by the page."""
     if fmt_name not in FORMATS:
         raise UserError(f"unknown format '{fmt_name}'; valid: {', '.join(FORMATS)}")
     if fmt_name == "json":
@@ -229,7 +230,7 @@ def format_report(report: dict[str, Any], fmt_name: str, title: str = "metabn-be
     if fmt_name == "html":  # one self-contained page: plots embedded, nothing external
         from metabn_bench.report_html import html_page
 
-        return html_page(report, title)
+        return html_page(report, title, command)
     return render_document(title, _sections(report, doc_dir), fmt_name)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import html
 import shlex
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -146,10 +145,9 @@ def _section_html(section: Section) -> str:
     return "\n".join(parts)
 
 
-def reproduce_command(argv: list[str] | None = None) -> str:
-    """The command line that made this page (as typed, quoted for a POSIX shell)."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    return "metabn-bench " + " ".join(shlex.quote(a) for a in args)
+def reproduce_command(args: list[str]) -> str:
+    """`metabn-bench ARGS...`, each argument quoted for a POSIX shell."""
+    return "metabn-bench " + " ".join(shlex.quote(str(a)) for a in args)
 
 
 def html_page(report: dict[str, Any], title: str, command: str | None = None) -> str:
@@ -174,7 +172,7 @@ def html_page(report: dict[str, Any], title: str, command: str | None = None) ->
     if provenance is not None:
         body.append(_section_html(provenance))
     preset = report["summary"].get("provenance", {}).get("preset")
-    commands = [command or reproduce_command()]
+    commands = [command or reproduce_command(["report", "RESULTS", "--format", "html"])]
     if preset:
         commands.insert(0, f"metabn-bench run --preset {shlex.quote(str(preset))}")
     body.append("<h2>Reproduce</h2><pre><code>" + _esc("\n".join(commands)) + "</code></pre>")
