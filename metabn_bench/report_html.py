@@ -38,7 +38,8 @@ td:first-child,th:first-child{text-align:left}
 th{background:#f3f3f3;position:sticky;top:0}
 table.sortable th{cursor:pointer}table.sortable th:after{content:" \\2195";color:#999}
 table.heat td.v{color:#000;min-width:3.2em}
-figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
+.figs{display:flex;flex-wrap:wrap;gap:1em}.figs figure{flex:1 1 420px;max-width:580px;margin:0}
+figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{font-size:.85em}
 code,pre{background:#f6f6f6;padding:2px 4px;border-radius:3px}
 pre{padding:.6em;overflow-x:auto;white-space:pre-wrap}
 .note{color:#555;font-size:.9em}
@@ -136,7 +137,8 @@ def _images(report: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _section_html(section: Section) -> str:
-    parts = [f"<h2>{_esc(section.title)}</h2>"]
+    level = min(6, max(2, section.level))
+    parts = [f"<h{level}>{_esc(section.title)}</h{level}>"]
     parts += [f"<p>{_esc(p)}</p>" for p in section.paragraphs]
     if section.bullets:
         parts.append("<ul>" + "".join(f"<li>{_esc(b)}</li>" for b in section.bullets) + "</ul>")
@@ -156,18 +158,22 @@ def html_page(report: dict[str, Any], title: str, command: str | None = None) ->
     by_title = {s.title: s for s in sections}
     first = by_title.get("Summary")
     provenance = by_title.get("Provenance")
-    rest = [s for s in sections if s.title not in ("Summary", "Provenance")]
+    caveats = by_title.get("Read first")
+    rest = [s for s in sections if s.title not in ("Summary", "Provenance", "Read first")]
     body = [f"<h1>{_esc(title)}</h1>"]
     if first is not None:
         body.append(_section_html(first))
+    if caveats is not None:  # what the summary's numbers mean, right below them
+        body.append(_section_html(caveats))
     heat = heat_map(report["frame"])
     if heat:
         body.append("<h2>Error by method and corruption</h2>" + heat)
     images = _images(report)
     if images:
-        body.append("<h2>Plots</h2>")
+        body.append('<h2>Plots</h2><div class="figs">')
         body += [f'<figure><img src="{uri}" alt="{_esc(caption)}">'
                  f"<figcaption>{_esc(caption)}</figcaption></figure>" for caption, uri in images]
+        body.append("</div>")
     body += [_section_html(s) for s in rest]
     if provenance is not None:
         body.append(_section_html(provenance))
