@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from metabn_bench.stats import bootstrap_means
+from metabn_bench.reporting.stats import bootstrap_means
 
 
 def direct(diffs: np.ndarray, resamples: int, seed: int = 0) -> np.ndarray:

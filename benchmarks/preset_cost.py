@@ -23,9 +23,9 @@ import time
 
 import torch
 
+from metabn_bench.analysis.cost import H100_BF16_DENSE_TFLOPS, estimate
 from metabn_bench.config import load_preset
-from metabn_bench.cost import H100_BF16_DENSE_TFLOPS, estimate
-from metabn_bench.report import render
+from metabn_bench.reporting.report import render
 
 
 def main() -> None:

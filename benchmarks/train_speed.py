@@ -31,11 +31,11 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
-from metabn_bench.adapt import PROTOCOLS, make_protocol, parse_protocol
 from metabn_bench.config import SuiteConfig, load_preset, replace
 from metabn_bench.data.augment import crop_flip
 from metabn_bench.data.loader import DeviceLoader, to_float
 from metabn_bench.device import autocast, grad_scaler, memory_format, resolve_device
+from metabn_bench.evaluation.protocols import PROTOCOLS, make_protocol, parse_protocol
 from metabn_bench.methods import METHODS, Batch, Method, build_method
 from metabn_bench.seeding import generator
 

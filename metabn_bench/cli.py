@@ -167,9 +167,9 @@ def train_cmd(
     Under `torchrun --nproc_per_node=N -m metabn_bench train ...` the N processes train the run
     together (data parallel, torch.distributed); rank 0 writes the run directory.
     """
-    from metabn_bench import distributed
     from metabn_bench.config import build_train_config
-    from metabn_bench.train import train
+    from metabn_bench.training import distributed
+    from metabn_bench.training.loop import train
 
     _check_out_dir(out_dir)
     base: dict[str, object] = {"method": method}
@@ -207,8 +207,8 @@ def evaluate_cmd(
     progress: ProgressOpt = STDERR_IS_TTY,
 ) -> None:
     """Evaluate a run on clean + every cell of a corrupted set; rows go to RUN_DIR/eval.jsonl."""
-    from metabn_bench.evaluate import evaluate
-    from metabn_bench.report import build_report, render, summary_table
+    from metabn_bench.evaluation.evaluate import evaluate
+    from metabn_bench.reporting.report import build_report, render, summary_table
 
     protocols = tuple(p for item in (adapt or ["none"]) for p in _csv(item))
     if not protocols:
@@ -229,7 +229,7 @@ def report(
 ) -> None:
     """Tables (and plots) from evaluation results: every view of the long per-cell table."""
     from metabn_bench import fsio
-    from metabn_bench.report import FORMATS, FORMATS_EXT, format_report, report_from_paths
+    from metabn_bench.reporting.report import FORMATS, FORMATS_EXT, format_report, report_from_paths
 
     if format_ not in FORMATS:
         raise UserError(f"unknown format '{format_}'; valid: {', '.join(FORMATS)}")
@@ -238,7 +238,7 @@ def report(
                         f"{out_path / ('report.' + FORMATS_EXT.get(format_, format_))}")
     _check_out_dir(plots)
     rep = report_from_paths(paths, baseline, plots)
-    from metabn_bench.report_html import reproduce_command
+    from metabn_bench.reporting.html_page import reproduce_command
 
     again = ["report", *map(str, paths), "--format", format_, "--baseline", baseline,
              *(["--out", str(out_path)] if out_path else [])]
@@ -312,7 +312,7 @@ def cam_cmd(
     device: DeviceOpt = "auto",
 ) -> None:
     """Class activation maps (Grad-CAM / CAM), clean and corrupted, runs side by side in one PNG."""
-    from metabn_bench.cam import CamRequest, cam_grid
+    from metabn_bench.analysis.cam import CamRequest, cam_grid
 
     request = CamRequest(corruptions=_csv(corruptions), severity=severity,
                          images=_ints(images, "--images"), n_images=n, kind=kind, target=target,
@@ -337,10 +337,10 @@ def run(
     Exit code 1 when some runs failed (the others finish; run again to retry them).
     """
     from metabn_bench.config import load_preset
-    from metabn_bench.jobs import SuiteRunError
-    from metabn_bench.launch import parse_launch_options
-    from metabn_bench.report import render, summary_table
-    from metabn_bench.suite import run_suite
+    from metabn_bench.reporting.report import render, summary_table
+    from metabn_bench.suite.jobs import SuiteRunError
+    from metabn_bench.suite.launch import parse_launch_options
+    from metabn_bench.suite.runner import run_suite
 
     overrides = list(set_ or [])
     if device:
@@ -372,8 +372,8 @@ def status(
 ) -> None:
     """What a suite has done: each (method, seed) done, running, failed, interrupted or missing."""
     from metabn_bench.config import load_preset
-    from metabn_bench.report import render
-    from metabn_bench.status import status_summary, status_table, suite_status
+    from metabn_bench.reporting.report import render
+    from metabn_bench.suite.status import status_summary, status_table, suite_status
 
     overrides = list(set_ or [])
     if device:

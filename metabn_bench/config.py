@@ -362,7 +362,7 @@ def check_corrupt_config(cfg: CorruptConfig, where: str = "") -> None:
 
 def check_eval_config(cfg: EvalConfig, where: str = "") -> None:
     """The protocols (names and options) and the test batch size of an EvalConfig."""
-    from metabn_bench.adapt import parse_protocol
+    from metabn_bench.evaluation.protocols import parse_protocol
 
     p = f"{where}." if where else ""
     if not cfg.protocols:

@@ -37,7 +37,7 @@ def listing(kind: str) -> list[tuple[str, str]]:
 
         return [(n, str(preset_dict(n).get("description", ""))) for n in preset_names()]
     if kind == "protocols":
-        from metabn_bench.adapt import PROTOCOLS
+        from metabn_bench.evaluation.protocols import PROTOCOLS
 
         return [(n, _first_line(PROTOCOLS.get(n))) for n in PROTOCOLS]
     raise UserError(f"unknown list '{kind}'; valid: {', '.join(KINDS)}")

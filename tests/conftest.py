@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from metabn_bench.config import CorruptConfig
 from metabn_bench.corruptions.generate import corrupt_dataset
 from metabn_bench.data.synthetic import make_split
-from metabn_bench.train import train
+from metabn_bench.training.loop import train
 from tests.helpers import tiny_train_config
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))

@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from metabn_bench import distributed, fsio
+from metabn_bench import fsio
 from metabn_bench.models import build_model
+from metabn_bench.training import distributed
 
 TRAIN_ARGS = ["train", "--method", "vanilla", "--dataset", "synthetic", "--arch", "wrn10_1",
               "--epochs", "1", "--set", "data.train_size=128", "--set", "optim.batch_size=64",

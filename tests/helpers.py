@@ -51,7 +51,7 @@ def assert_resume_is_exact(cfg: TrainConfig, tmp_path: Path, monkeypatch: Any) -
     import pytest
     import torch
 
-    from metabn_bench import train as train_mod
+    from metabn_bench.training import loop as train_mod
 
     train_mod.train(cfg, tmp_path / "straight", progress=False)
     original = train_mod._epoch

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from metabn_bench.per_image import PerImage, row_key
+from metabn_bench.evaluation.per_image import PerImage, row_key
 
 SET_ID = "testset0000"
 CORRUPTIONS = ("gaussian_noise", "defocus_blur", "contrast")

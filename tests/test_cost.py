@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from metabn_bench.analysis.cost import estimate, eval_flops_per_image, train_step_cost
 from metabn_bench.config import load_preset
-from metabn_bench.cost import estimate, eval_flops_per_image, train_step_cost
 from metabn_bench.models import build_model
 from tests.helpers import tiny_train_config
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from metabn_bench import fsio
-from metabn_bench.train import train
+from metabn_bench.training.loop import train
 from tests.helpers import tiny_train_config
 from tests.suite_helpers import ROOT, OneThread, cli_env
 

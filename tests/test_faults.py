@@ -29,8 +29,8 @@ from metabn_bench.cli import app
 from metabn_bench.config import CorruptConfig
 from metabn_bench.corruptions.generate import corrupt_dataset
 from metabn_bench.data.synthetic import make_split
-from metabn_bench.evaluate import evaluate
-from metabn_bench.train import train
+from metabn_bench.evaluation.evaluate import evaluate
+from metabn_bench.training.loop import train
 from tests.helpers import tiny_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -244,7 +244,7 @@ def test_evaluate_merges_rows_written_meanwhile(
 ) -> None:
     """A row that appears on disk during an evaluation (written by a tool that ignores the
     lock) is kept: each write merges with the file, it never replaces it whole."""
-    from metabn_bench import evaluate as ev
+    from metabn_bench.evaluation import evaluate as ev
 
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)

@@ -33,7 +33,7 @@ from metabn_bench.gate.baseline import (
 from metabn_bench.gate.exact import CORRUPTED_FILE, MODELS, REFERENCE, TRAINING_FILE, reference_methods
 from metabn_bench.gate.noise import SEED_VARIANTS, VARIANTS
 from metabn_bench.gate.regressions import REGRESSIONS, anchor_count
-from metabn_bench.suite import SuiteResult
+from metabn_bench.suite.runner import SuiteResult
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = ROOT / "results" / GATE_PRESET

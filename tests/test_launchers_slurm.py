@@ -20,9 +20,9 @@ import pytest
 
 from metabn_bench.config import load_preset
 from metabn_bench.errors import UserError
-from metabn_bench.launch import LaunchOptions
-from metabn_bench.launch.slurm import make_executor, report_one
-from metabn_bench.suite import run_suite
+from metabn_bench.suite.launch import LaunchOptions
+from metabn_bench.suite.launch.slurm import make_executor, report_one
+from metabn_bench.suite.runner import run_suite
 from tests.suite_helpers import ROOT, TINY_SUITE, OneThread, write_preset
 
 

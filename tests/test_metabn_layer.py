@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from metabn_bench.adapt import make_protocol
+from metabn_bench.evaluation.protocols import make_protocol
 from metabn_bench.models import ARCHS, build_model
 from metabn_bench.models.aux_nets import AUX_NETS
 from metabn_bench.models.metabn import (

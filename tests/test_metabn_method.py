@@ -12,18 +12,18 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from metabn_bench.analysis.ablation import write_ablation
+from metabn_bench.analysis.diagnostics import diagnose
 from metabn_bench.corruptions import CORRUPTIONS
 from metabn_bench.corruptions.registry import Corruption
 from metabn_bench.data.store import open_set
 from metabn_bench.errors import UserError
-from metabn_bench.evaluate import evaluate
-from metabn_bench.metabn_ablation import write_ablation
-from metabn_bench.metabn_diagnostics import diagnose
+from metabn_bench.evaluation.evaluate import evaluate
 from metabn_bench.methods import Batch, build_method
 from metabn_bench.methods.metabn import MetaBN
 from metabn_bench.methods.shift_proxy import make_proxy
 from metabn_bench.models.metabn import auxiliary_parameters, meta_bn_layers
-from metabn_bench.train import train
+from metabn_bench.training.loop import train
 from tests.helpers import assert_resume_is_exact, tiny_train_config
 
 

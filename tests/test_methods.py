@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from metabn_bench.adapt import PROTOCOLS, make_protocol
 from metabn_bench.config import preset_dict, preset_names
 from metabn_bench.data.augment import crop_flip
 from metabn_bench.errors import UserError
+from metabn_bench.evaluation.protocols import PROTOCOLS, make_protocol
 from metabn_bench.methods import METHODS, Batch, Method, build_method
 from tests.helpers import assert_resume_is_exact, tiny_train_config
 

@@ -12,14 +12,15 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from metabn_bench import fsio, per_image
-from metabn_bench.cam import CamRequest, cam_grid, class_activation_map, grad_cam
+from metabn_bench import fsio
+from metabn_bench.analysis.cam import CamRequest, cam_grid, class_activation_map, grad_cam
 from metabn_bench.cli import app
 from metabn_bench.errors import UserError
-from metabn_bench.evaluate import EVAL_FILE, evaluate
+from metabn_bench.evaluation import per_image
+from metabn_bench.evaluation.evaluate import EVAL_FILE, evaluate
 from metabn_bench.models import build_model
-from metabn_bench.plots import write_plots
-from metabn_bench.report import build_report, collect, format_report, report_from_paths
+from metabn_bench.reporting.plots import write_plots
+from metabn_bench.reporting.report import build_report, collect, format_report, report_from_paths
 from tests.report_fixtures import make_rows
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -13,14 +13,14 @@ import pytest
 import torch
 from torch import nn
 
-from metabn_bench.adapt import batch_statistics, bn_layers, make_protocol
 from metabn_bench.config import CorruptConfig
 from metabn_bench.corruptions.generate import corrupt_dataset
 from metabn_bench.data.store import open_set
 from metabn_bench.data.synthetic import make_split
-from metabn_bench.evaluate import _Evaluator, _warn_if_class_sorted, evaluate
+from metabn_bench.evaluation.evaluate import _Evaluator, _warn_if_class_sorted, evaluate
+from metabn_bench.evaluation.protocols import batch_statistics, bn_layers, make_protocol
 from metabn_bench.models import build_model
-from metabn_bench.train import load_config
+from metabn_bench.training.loop import load_config
 
 
 def test_batch_statistics_match_float64_reference() -> None:

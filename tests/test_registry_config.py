@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from metabn_bench.adapt import PROTOCOLS
 from metabn_bench.config import (
     SuiteConfig,
     TrainConfig,
@@ -18,6 +17,7 @@ from metabn_bench.config import (
 from metabn_bench.corruptions import CORRUPTIONS
 from metabn_bench.data.specs import DATASETS
 from metabn_bench.errors import UserError
+from metabn_bench.evaluation.protocols import PROTOCOLS
 from metabn_bench.methods import METHODS
 from metabn_bench.models import ARCHS
 from metabn_bench.registry import Registry

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from metabn_bench.cli import app
-from metabn_bench.evaluate import evaluate
+from metabn_bench.evaluation.evaluate import evaluate
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 

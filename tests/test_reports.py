@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from metabn_bench.corruptions import names as cnames
-from metabn_bench.metrics import cells_frame, corruption_stats, severity_table, summary_rows
-from metabn_bench.missing import NOT_EVALUATED, NOT_FINISHED, PROTOCOL_NOT_EVALUATED, run_status
-from metabn_bench.published import dataset_family, load_published
-from metabn_bench.report import FORMATS, build_report, collect, format_report, write_results
+from metabn_bench.reporting.metrics import cells_frame, corruption_stats, severity_table, summary_rows
+from metabn_bench.reporting.missing import NOT_EVALUATED, NOT_FINISHED, PROTOCOL_NOT_EVALUATED, run_status
+from metabn_bench.reporting.published import dataset_family, load_published
+from metabn_bench.reporting.report import FORMATS, build_report, collect, format_report, write_results
 from tests.report_fixtures import make_rows
 
 V1_ROW_KEYS = {"method", "protocol", "arch", "n_seeds", "seeds", "clean_error", "clean_error_std",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from metabn_bench.metrics import cells_frame, summary_rows
-from metabn_bench.stats import bootstrap_means, paired_comparisons
+from metabn_bench.reporting.metrics import cells_frame, summary_rows
+from metabn_bench.reporting.stats import bootstrap_means, paired_comparisons
 from tests.report_fixtures import make_rows
 
 

@@ -17,12 +17,12 @@ import pytest
 from typer.testing import CliRunner
 
 from metabn_bench import fsio
-from metabn_bench import train as train_mod
 from metabn_bench.cli import app
 from metabn_bench.config import load_preset
 from metabn_bench.runlock import HOLDER_FILE, RunLock, clear_failure, holder, record_failure
-from metabn_bench.status import suite_status
-from metabn_bench.suite import run_suite
+from metabn_bench.suite.runner import run_suite
+from metabn_bench.suite.status import suite_status
+from metabn_bench.training import loop as train_mod
 from tests.suite_helpers import (
     ROOT,
     TINY_SUITE,
@@ -201,7 +201,7 @@ def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path: Path, runner: 
 
 def test_gpus_launcher_with_two_cpu_workers_gives_the_local_tables(
         reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from metabn_bench.launch import LaunchOptions
+    from metabn_bench.suite.launch import LaunchOptions
 
     work, results = tmp_path / "work", tmp_path / "results"
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the workers' threads, as the reference's
@@ -220,8 +220,8 @@ def test_gpus_launcher_with_two_cpu_workers_gives_the_local_tables(
 
 def test_launcher_options_are_checked(runner: CliRunner, tmp_path: Path) -> None:
     from metabn_bench.errors import UserError
-    from metabn_bench.launch import LaunchOptions, parse_launch_options
-    from metabn_bench.launch.gpus import worker_slots
+    from metabn_bench.suite.launch import LaunchOptions, parse_launch_options
+    from metabn_bench.suite.launch.gpus import worker_slots
 
     assert parse_launch_options(["workers=3", "gpus=[0, 1]"]).workers == 3
     with pytest.raises(UserError, match="unknown config key 'launch.wokers'"):

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from metabn_bench import train as train_mod
-from metabn_bench.adapt import make_protocol
 from metabn_bench.data.store import open_set
 from metabn_bench.errors import UserError
-from metabn_bench.evaluate import cells_of, evaluate
+from metabn_bench.evaluation.evaluate import cells_of, evaluate
+from metabn_bench.evaluation.protocols import make_protocol
 from metabn_bench.models import build_model
-from metabn_bench.train import cosine_lambda, load_config, train
+from metabn_bench.training import loop as train_mod
+from metabn_bench.training.loop import cosine_lambda, load_config, train
 from tests.helpers import tiny_train_config
 
 

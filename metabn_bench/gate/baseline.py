@@ -23,9 +23,9 @@ from metabn_bench.data.specs import load_split
 from metabn_bench.errors import UserError
 from metabn_bench.gate.compare import CheckResult, compare, load_summary
 from metabn_bench.gate.exact import REFERENCE, compute_exact_tier, save_references
-from metabn_bench.report import RESULT_FILES, markdown_report
-from metabn_bench.suite import SuiteResult, run_suite
-from metabn_bench.train import DONE
+from metabn_bench.reporting.report import RESULT_FILES, markdown_report
+from metabn_bench.suite.runner import SuiteResult, run_suite
+from metabn_bench.training.loop import DONE
 
 GATE_PRESET = "smoke"
 # The baseline is made with 2 torch threads, as the machine that measured the noise ran it;
@@ -98,7 +98,7 @@ def _add_cam(result: SuiteResult, cfg: SuiteConfig, log: Log) -> None:
     if cfg.train.data.dataset != "synthetic":
         log("no CAM picture: the baseline is not of the synthetic set")
         return
-    from metabn_bench.cam import CamRequest, cam_grid
+    from metabn_bench.analysis.cam import CamRequest, cam_grid
 
     with pinned_threads(GATE_THREADS):  # 3 images at 80 dpi: a committed file stays small
         path = cam_grid(list(_first_seed_runs(cfg, result.work_dir).values()), result.work_dir / "corrupted",

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from metabn_bench.errors import UserError
-from metabn_bench.report import SCHEMA
+from metabn_bench.reporting.report import SCHEMA
 
 COMPARED = ("clean_error", "mce", "delta_mce_vs_vanilla")
 

@@ -34,12 +34,12 @@ from metabn_bench.corruptions.generate import corrupt_dataset
 from metabn_bench.data.specs import load_split
 from metabn_bench.data.store import open_set
 from metabn_bench.errors import UserError
-from metabn_bench.evaluate import evaluate
-from metabn_bench.jobs import plan_jobs
+from metabn_bench.evaluation.evaluate import evaluate
 from metabn_bench.methods import build_method
-from metabn_bench.report import build_report, collect, write_results
+from metabn_bench.reporting.report import build_report, collect, write_results
 from metabn_bench.seeding import seed_everything
-from metabn_bench.train import DONE, MODEL, train
+from metabn_bench.suite.jobs import plan_jobs
+from metabn_bench.training.loop import DONE, MODEL, train
 
 REFERENCE = "reference"  # results/<preset>/reference/: the exact tier's baseline
 MODELS = "models"  # reference/models/<method>/: a run directory without its history

@@ -141,7 +141,7 @@ class MetaBN(Method):
 
     def _train_backbone(self, run_dir: Path, train_set: ArraySet, progress: bool) -> Path:
         """Train the vanilla backbone (same recipe and seed) into RUN_DIR/backbone/."""
-        from metabn_bench.train import train  # the training loop imports the methods
+        from metabn_bench.training.loop import train  # the training loop imports the methods
 
         epochs = self.hp.backbone_epochs or self.cfg.epochs
         vanilla = replace(self.cfg, method="vanilla", hparams={}, epochs=epochs)
@@ -231,7 +231,7 @@ def correction_sizes(model: nn.Module) -> dict[str, float]:
 
 def load_backbone(model: nn.Module, run_dir: Path, arch: str) -> None:
     """Load a finished vanilla run's weights and BN statistics into a Meta-BN model."""
-    from metabn_bench.train import DONE, MODEL, load_weights  # the training loop imports the methods
+    from metabn_bench.training.loop import DONE, MODEL, load_weights  # the training loop imports the methods
 
     if not (run_dir / DONE).exists():
         raise UserError(f"backbone run '{run_dir}' is not a finished run (no '{DONE}' marker)")

@@ -81,7 +81,7 @@ def train_step_cost(cfg: TrainConfig, num_classes: int, image_size: int, batch: 
 def eval_flops_per_image(cfg: TrainConfig, num_classes: int, image_size: int, protocol: str,
                          batch: int = 16) -> float:
     """FLOPs per test image of one protocol (forward only, or Tent's forward + update)."""
-    from metabn_bench.adapt import make_protocol
+    from metabn_bench.evaluation.protocols import make_protocol
 
     device = torch.device("cpu")
     method = build_method(cfg, num_classes, device)

@@ -22,9 +22,9 @@ from metabn_bench.corruptions.generate import corrupt_dataset
 from metabn_bench.data.specs import load_split
 from metabn_bench.data.store import open_set
 from metabn_bench.device import resolve_device
-from metabn_bench.jobs import SuitePlan, make_plan
-from metabn_bench.launch import LAUNCHERS, LaunchOptions
-from metabn_bench.report import build_report, collect, write_results
+from metabn_bench.reporting.report import build_report, collect, write_results
+from metabn_bench.suite.jobs import SuitePlan, make_plan
+from metabn_bench.suite.launch import LAUNCHERS, LaunchOptions
 
 Log = Callable[[str], None]
 
@@ -42,7 +42,7 @@ def _validate(cfg: SuiteConfig) -> None:
     """The whole configuration, before any corrupting or training: names, ranges, every
     method's hyperparameters and the evaluation protocols."""
     from metabn_bench.config import replace
-    from metabn_bench.train import resolve_config
+    from metabn_bench.training.loop import resolve_config
 
     check_suite_config(cfg)
     for method in cfg.methods:

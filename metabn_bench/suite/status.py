@@ -22,8 +22,8 @@ import pandas as pd
 from metabn_bench import fsio
 from metabn_bench.config import SuiteConfig, to_dict
 from metabn_bench.errors import UserError
-from metabn_bench.jobs import PLAN_FILE, Job, SuitePlan, plan_jobs, read_plan
 from metabn_bench.runlock import holder, read_failure
+from metabn_bench.suite.jobs import PLAN_FILE, Job, SuitePlan, plan_jobs, read_plan
 
 STATES = ("done", "running", "failed", "interrupted", "missing")
 
@@ -82,8 +82,8 @@ def set_state(cfg: SuiteConfig, set_dir: Path) -> SetState:
 
 def eval_counts(run_dir: Path, cfg: SuiteConfig, set_id: str | None) -> dict[str, tuple[int, int]]:
     """protocol -> (cells evaluated, cells expected) for one run directory."""
-    from metabn_bench.adapt import PROTOCOLS, parse_protocol
-    from metabn_bench.evaluate import EVAL_FILE
+    from metabn_bench.evaluation.evaluate import EVAL_FILE
+    from metabn_bench.evaluation.protocols import PROTOCOLS, parse_protocol
 
     cells = set(expected_cells(cfg))
     rows = fsio.read_jsonl(run_dir / EVAL_FILE) if set_id else []
@@ -99,7 +99,7 @@ def eval_counts(run_dir: Path, cfg: SuiteConfig, set_id: str | None) -> dict[str
 
 def job_state(job: Job, cfg: SuiteConfig, set_id: str | None) -> JobState:
     """The state of one job, read from its run directory."""
-    from metabn_bench.train import DONE
+    from metabn_bench.training.loop import DONE
 
     run_dir = job.run_dir
     epochs = len(fsio.read_jsonl(run_dir / "metrics.jsonl"))
@@ -122,7 +122,7 @@ def job_state(job: Job, cfg: SuiteConfig, set_id: str | None) -> JobState:
 
 def is_complete(plan: SuitePlan, job: Job) -> bool:
     """Trained and evaluated on every cell of every protocol (the set must be complete)."""
-    from metabn_bench.train import DONE
+    from metabn_bench.training.loop import DONE
 
     if not (job.run_dir / DONE).exists():
         return False

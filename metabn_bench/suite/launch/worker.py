@@ -1,4 +1,4 @@
-"""A worker of the `gpus` launcher: `python -m metabn_bench.launch.worker PLAN [--poll S]`.
+"""A worker of the `gpus` launcher: `python -m metabn_bench.suite.launch.worker PLAN [--poll S]`.
 
 It runs jobs of the plan that no other process holds until none is left, then exits 0. It
 stops (releasing its run's lock; the run resumes later) on SIGINT, on SIGTERM and when its
@@ -16,8 +16,8 @@ import sys
 from datetime import datetime
 
 from metabn_bench.errors import UserError
-from metabn_bench.jobs import WORKER_ENV, read_plan
-from metabn_bench.launch.common import work_through
+from metabn_bench.suite.jobs import WORKER_ENV, read_plan
+from metabn_bench.suite.launch.common import work_through
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
@@ -33,7 +33,7 @@ def _die_with_parent() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Work through the plan; exit code 0 done, 2 bad input, 130 interrupted."""
-    parser = argparse.ArgumentParser(prog="metabn_bench.launch.worker")
+    parser = argparse.ArgumentParser(prog="metabn_bench.suite.launch.worker")
     parser.add_argument("plan")
     parser.add_argument("--poll", type=float, default=5.0)
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """`--launcher gpus`: one worker process per GPU, each pulling (method, seed) jobs.
 
-Workers are `python -m metabn_bench.launch.worker PLAN`, each with its own
+Workers are `python -m metabn_bench.suite.launch.worker PLAN`, each with its own
 CUDA_VISIBLE_DEVICES, so that every worker sees one GPU as cuda:0. They share the jobs through
 the run locks (a worker takes the next job nobody holds), so no job runs twice and a worker
 that finishes early takes the next job. Their output goes to <work>/logs/worker-<k>.log.
@@ -22,10 +22,10 @@ from tqdm import tqdm
 
 import metabn_bench
 from metabn_bench.errors import UserError
-from metabn_bench.jobs import WORKER_ENV, Log, SuitePlan
-from metabn_bench.launch import LaunchOptions
-from metabn_bench.launch.common import finish
-from metabn_bench.status import is_complete
+from metabn_bench.suite.jobs import WORKER_ENV, Log, SuitePlan
+from metabn_bench.suite.launch import LaunchOptions
+from metabn_bench.suite.launch.common import finish
+from metabn_bench.suite.status import is_complete
 
 
 def worker_slots(opts: LaunchOptions, device: str) -> list[str]:
@@ -85,7 +85,7 @@ def run_workers(plan: SuitePlan, opts: LaunchOptions, progress: bool, log: Log) 
     procs = []
     for k, slot in enumerate(slots):
         out = open(logs / f"worker-{k}.log", "a")  # noqa: SIM115 - the child writes into it
-        cmd = [sys.executable, "-m", "metabn_bench.launch.worker", str(plan.path),
+        cmd = [sys.executable, "-m", "metabn_bench.suite.launch.worker", str(plan.path),
                "--poll", str(opts.poll_s)]
         procs.append(subprocess.Popen(cmd, env=_worker_env(k, slot, len(slots)), stdout=out,
                                       stderr=subprocess.STDOUT))

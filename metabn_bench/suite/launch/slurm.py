@@ -20,10 +20,10 @@ from tqdm import tqdm
 
 from metabn_bench import fsio
 from metabn_bench.errors import UserError
-from metabn_bench.jobs import Log, SuitePlan
-from metabn_bench.launch import LaunchOptions
-from metabn_bench.launch.common import finish
-from metabn_bench.status import is_complete
+from metabn_bench.suite.jobs import Log, SuitePlan
+from metabn_bench.suite.launch import LaunchOptions
+from metabn_bench.suite.launch.common import finish
+from metabn_bench.suite.status import is_complete
 
 EXECUTORS = ("slurm", "local", "debug")
 
@@ -71,8 +71,8 @@ def run_one(plan_path: str, index: int, sync_bn: bool = True) -> str:
     """The body of one SLURM job: job `index` of the plan, on every task of the job."""
     import submitit
 
-    from metabn_bench import distributed
-    from metabn_bench.jobs import FAILED, read_plan, run_job, train_set_loader
+    from metabn_bench.suite.jobs import FAILED, read_plan, run_job, train_set_loader
+    from metabn_bench.training import distributed
 
     plan = read_plan(plan_path)
     job = plan.jobs[index]
@@ -91,8 +91,8 @@ def run_one(plan_path: str, index: int, sync_bn: bool = True) -> str:
 
 def report_one(plan_path: str) -> str:
     """The body of the report job: write the results directory from the finished runs."""
-    from metabn_bench.jobs import read_plan
-    from metabn_bench.suite import report_suite
+    from metabn_bench.suite.jobs import read_plan
+    from metabn_bench.suite.runner import report_suite
 
     plan = read_plan(plan_path)
     finish(plan)

@@ -35,10 +35,10 @@ from metabn_bench.data.loader import to_float
 from metabn_bench.data.store import CorruptedSet, open_set
 from metabn_bench.device import resolve_device
 from metabn_bench.errors import UserError, one_of
-from metabn_bench.evaluate import clean_images
+from metabn_bench.evaluation.evaluate import clean_images
 from metabn_bench.methods import build_method
 from metabn_bench.models import Classifier
-from metabn_bench.train import DONE, MODEL, load_config, load_weights
+from metabn_bench.training.loop import DONE, MODEL, load_config, load_weights
 
 KINDS = ("gradcam", "cam", "both")
 TARGETS = ("label", "predicted")

@@ -6,7 +6,7 @@ apart (the generic report groups by method name only). The report lists each var
 options that differ from the defaults, and optionally the test-time contribution of the
 auxiliary nets (errors with corrections on and off, from metabn_diagnostics JSON files).
 
-    python -m metabn_bench.metabn_ablation RUN_DIR... --corrupted DIR --out DIR [--title T]
+    python -m metabn_bench.analysis.ablation RUN_DIR... --corrupted DIR --out DIR [--title T]
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from typing import Any
 
 from tabulate import tabulate
 
-from metabn_bench import fsio, per_image, provenance
+from metabn_bench import fsio, provenance
 from metabn_bench.data.store import open_set
 from metabn_bench.errors import UserError
+from metabn_bench.evaluation import per_image
 from metabn_bench.methods.metabn import MetaBN
-from metabn_bench.report import build_report, collect, markdown_report
-from metabn_bench.train import load_config
+from metabn_bench.reporting.report import build_report, collect, markdown_report
+from metabn_bench.training.loop import load_config
 
 SEED_SUFFIX = re.compile(r"-s\d+$")
 # Options that name another run of the same seed (post_hoc's backbone): they differ between

@@ -20,16 +20,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metabn_bench import fsio, per_image, runlock
-from metabn_bench.adapt import PROTOCOLS, make_protocol, parse_protocol
+from metabn_bench import fsio, runlock
 from metabn_bench.corruptions import names as cnames
 from metabn_bench.data.loader import batches, to_float
 from metabn_bench.data.specs import load_split
 from metabn_bench.data.store import CorruptedSet, open_set
 from metabn_bench.device import autocast, memory_format, resolve_device
 from metabn_bench.errors import UserError
+from metabn_bench.evaluation import per_image
+from metabn_bench.evaluation.protocols import PROTOCOLS, make_protocol, parse_protocol
 from metabn_bench.methods import build_method
-from metabn_bench.train import DONE, MODEL, load_config, load_weights
+from metabn_bench.training.loop import DONE, MODEL, load_config, load_weights
 
 EVAL_FILE = "eval.jsonl"
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from metabn_bench.jobs import (
+from metabn_bench.runlock import holder, read_failure
+from metabn_bench.suite.jobs import (
     BUSY,
     Job,
     Log,
@@ -15,8 +16,7 @@ from metabn_bench.jobs import (
     run_job,
     train_set_loader,
 )
-from metabn_bench.runlock import holder, read_failure
-from metabn_bench.status import is_complete
+from metabn_bench.suite.status import is_complete
 
 
 def failed_now(plan: SuitePlan, job: Job) -> bool:

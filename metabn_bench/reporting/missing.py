@@ -15,8 +15,8 @@ from typing import Any
 import pandas as pd
 
 from metabn_bench.corruptions import names as cnames
-from metabn_bench.evaluate import EVAL_FILE
-from metabn_bench.train import DONE
+from metabn_bench.evaluation.evaluate import EVAL_FILE
+from metabn_bench.training.loop import DONE
 
 NOT_EVALUATED = "not evaluated (cell absent from eval.jsonl)"
 PROTOCOL_NOT_EVALUATED = "protocol not evaluated for this run"

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from metabn_bench.config import from_dict, parse_overrides
-from metabn_bench.jobs import Log, SuitePlan
 from metabn_bench.registry import Registry
+from metabn_bench.suite.jobs import Log, SuitePlan
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ LAUNCHERS: Registry[LaunchFn] = Registry("launcher")
 @LAUNCHERS.register("local")
 def _local(plan: SuitePlan, opts: LaunchOptions, progress: bool, log: Log) -> bool:
     """This process, one job after another."""
-    from metabn_bench.launch.common import finish, work_through
+    from metabn_bench.suite.launch.common import finish, work_through
 
     work_through(plan, progress, log, opts.poll_s)
     return finish(plan)
@@ -64,7 +64,7 @@ def _local(plan: SuitePlan, opts: LaunchOptions, progress: bool, log: Log) -> bo
 @LAUNCHERS.register("gpus")
 def _gpus(plan: SuitePlan, opts: LaunchOptions, progress: bool, log: Log) -> bool:
     """One worker process per GPU of this machine, each pulling jobs until none is left."""
-    from metabn_bench.launch.gpus import run_workers
+    from metabn_bench.suite.launch.gpus import run_workers
 
     return run_workers(plan, opts, progress, log)
 
@@ -72,6 +72,6 @@ def _gpus(plan: SuitePlan, opts: LaunchOptions, progress: bool, log: Log) -> boo
 @LAUNCHERS.register("slurm")
 def _slurm(plan: SuitePlan, opts: LaunchOptions, progress: bool, log: Log) -> bool:
     """One SLURM job per (method, seed) through submitit, then the report."""
-    from metabn_bench.launch.slurm import submit
+    from metabn_bench.suite.launch.slurm import submit
 
     return submit(plan, opts, progress, log)

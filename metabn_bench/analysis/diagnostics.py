@@ -6,7 +6,7 @@
 - Whole model: top-1 error with the corrections on and switched off (bound 0 at test time),
   on clean images and on every corruption: the auxiliary nets' own contribution.
 
-    python -m metabn_bench.metabn_diagnostics RUN_DIR CORRUPTED_DIR [--severity 3] [--n 500]
+    python -m metabn_bench.analysis.diagnostics RUN_DIR CORRUPTED_DIR [--severity 3] [--n 500]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from metabn_bench.device import resolve_device
 from metabn_bench.errors import UserError
 from metabn_bench.methods import build_method
 from metabn_bench.models.metabn import corrected_layers, feature_sizes, meta_bn_layers
-from metabn_bench.train import DONE, MODEL, load_config, load_weights
+from metabn_bench.training.loop import DONE, MODEL, load_config, load_weights
 
 
 def load_run(run_dir: Path, device: torch.device) -> tuple[Any, torch.nn.Module]:

@@ -13,8 +13,8 @@ from typing import Any
 import pandas as pd
 
 from metabn_bench.corruptions import names as cnames
-from metabn_bench.metrics import corruption_stats, severity_table
-from metabn_bench.stats import Comparison
+from metabn_bench.reporting.metrics import corruption_stats, severity_table
+from metabn_bench.reporting.stats import Comparison
 
 
 def fmt(value: Any, std: Any = None, digits: int = 2) -> str:

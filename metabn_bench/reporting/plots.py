@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from metabn_bench import fsio
 from metabn_bench.corruptions import names as cnames
-from metabn_bench.metrics import corruption_stats, severity_table
+from metabn_bench.reporting.metrics import corruption_stats, severity_table
 
 DPI = 110
 _MARKERS = "osD^v<>ph*"

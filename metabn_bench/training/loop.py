@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from metabn_bench import distributed, fsio, provenance, runlock
+from metabn_bench import fsio, provenance, runlock
 from metabn_bench.config import (
     TrainConfig,
     check_train_config,
@@ -37,6 +37,7 @@ from metabn_bench.device import autocast, grad_scaler, memory_format, resolve_de
 from metabn_bench.errors import UserError
 from metabn_bench.methods import Batch, Method, build_method
 from metabn_bench.seeding import generator, seed_everything
+from metabn_bench.training import distributed
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from metabn_bench import distributed, fsio
+from metabn_bench import fsio
 from metabn_bench.config import SuiteConfig, TrainConfig, config_hash, from_dict, replace, to_dict
 from metabn_bench.data.arrays import ArraySet
 from metabn_bench.errors import UserError
 from metabn_bench.runlock import RunLock, clear_failure, record_failure
+from metabn_bench.training import distributed
 
 Log = Callable[[str], None]
 PLAN_FILE = "plan.json"
@@ -73,7 +74,7 @@ class SuitePlan:
 
 def plan_jobs(cfg: SuiteConfig, work_dir: Path, num_classes: int) -> tuple[Job, ...]:
     """Every (method, seed) of the suite, in preset order, with its resolved config."""
-    from metabn_bench.train import resolve_config
+    from metabn_bench.training.loop import resolve_config
 
     jobs = []
     for method in cfg.methods:
@@ -158,9 +159,9 @@ def run_job(plan: SuitePlan, job: Job, train_set: Callable[[], ArraySet], progre
     torch.distributed every rank calls this: rank 0 takes the lock and writes the files, all
     ranks train, rank 0 evaluates.
     """
-    from metabn_bench.evaluate import evaluate
-    from metabn_bench.train import DONE as DONE_MARKER
-    from metabn_bench.train import train
+    from metabn_bench.evaluation.evaluate import evaluate
+    from metabn_bench.training.loop import DONE as DONE_MARKER
+    from metabn_bench.training.loop import train
 
     main = distributed.is_main()
     lock = RunLock(job.run_dir, stage="train", job=job.label, attempt=plan.attempt,

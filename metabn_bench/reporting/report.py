@@ -15,15 +15,17 @@ from typing import Any
 
 import pandas as pd
 
-from metabn_bench import fsio, per_image, stats
-from metabn_bench.document import Section, render_document, render_table
+from metabn_bench import fsio
 from metabn_bench.errors import UserError
-from metabn_bench.evaluate import EVAL_FILE, read_rows
-from metabn_bench.metrics import cells_frame, normalization_reference, summary_rows
-from metabn_bench.missing import missing_cells, run_status
-from metabn_bench.published import METRICS, published_rows
-from metabn_bench.report_sections import report_sections
-from metabn_bench.views import fmt
+from metabn_bench.evaluation import per_image
+from metabn_bench.evaluation.evaluate import EVAL_FILE, read_rows
+from metabn_bench.reporting import stats
+from metabn_bench.reporting.document import Section, render_document, render_table
+from metabn_bench.reporting.metrics import cells_frame, normalization_reference, summary_rows
+from metabn_bench.reporting.missing import missing_cells, run_status
+from metabn_bench.reporting.published import METRICS, published_rows
+from metabn_bench.reporting.sections import report_sections
+from metabn_bench.reporting.views import fmt
 
 FORMATS = ("markdown", "latex", "csv", "json", "html")
 FORMATS_EXT = {"markdown": "md", "latex": "tex"}  # file extensions that differ from the name
@@ -194,14 +196,14 @@ def build_report(cell_rows: list[dict[str, Any]], provenance: dict[str, Any],
 def report_from_paths(paths: list[str | Path], baseline: str = "vanilla",
                       plots_dir: str | Path | None = None) -> dict[str, Any]:
     """`metabn-bench report`: collect, build, and (optionally) write the plots into `plots_dir`."""
-    from metabn_bench.reporting_provenance import provenance_of
+    from metabn_bench.reporting.provenance import provenance_of
 
     found = collect(paths)
     _check_baseline(baseline, found.rows)
     report = build_report(found.rows, provenance_of([Path(p) for p in paths], found.rows), baseline,
                           found.vectors, found.unfinished)
     if plots_dir is not None:
-        from metabn_bench.plots import write_plots
+        from metabn_bench.reporting.plots import write_plots
 
         report["images"] = write_plots(report, plots_dir)
     return report
@@ -228,7 +230,7 @@ def format_report(report: dict[str, Any], fmt_name: str, title: str = "metabn-be
     if fmt_name == "csv":
         return report["frame"].to_csv(index=False)
     if fmt_name == "html":  # one self-contained page: plots embedded, nothing external
-        from metabn_bench.report_html import html_page
+        from metabn_bench.reporting.html_page import html_page
 
         return html_page(report, title, command)
     return render_document(title, _sections(report, doc_dir), fmt_name)
@@ -258,7 +260,7 @@ def write_results(report: dict[str, Any], out_dir: str | Path, title: str,
     fsio.write_json(out / "summary.json", report["summary"])
     per_image.save_results(out, report["vectors"])
     if plots:
-        from metabn_bench.plots import write_plots
+        from metabn_bench.reporting.plots import write_plots
 
         report["images"] = write_plots(report, out / "plots")
     fsio.write_text(out / "report.md", markdown_report(report, title, out))

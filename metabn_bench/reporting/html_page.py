@@ -23,8 +23,8 @@ from typing import Any
 import pandas as pd
 
 from metabn_bench.corruptions import names as cnames
-from metabn_bench.document import Section
-from metabn_bench.report_sections import report_sections
+from metabn_bench.reporting.document import Section
+from metabn_bench.reporting.sections import report_sections
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;
@@ -130,7 +130,7 @@ def _images(report: dict[str, Any]) -> list[tuple[str, str]]:
     images = report.get("images") or []
     if images:
         return [(caption, data_uri(path)) for caption, path in images]
-    from metabn_bench.plots import write_plots
+    from metabn_bench.reporting.plots import write_plots
 
     with tempfile.TemporaryDirectory(prefix="metabn-html-") as tmp:
         return [(caption, data_uri(path)) for caption, path in write_plots(report, tmp)]

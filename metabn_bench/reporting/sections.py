@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from metabn_bench import stats
 from metabn_bench.corruptions import names as cnames
-from metabn_bench.document import Section
-from metabn_bench.published import load_published
-from metabn_bench.views import (
+from metabn_bench.reporting import stats
+from metabn_bench.reporting.document import Section
+from metabn_bench.reporting.published import load_published
+from metabn_bench.reporting.views import (
     comparison_view,
     corruption_view,
     delta_view,

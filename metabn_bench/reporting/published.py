@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from metabn_bench.adapt import parse_protocol
+from metabn_bench.evaluation.protocols import parse_protocol
 
 METRICS = {
     "mce": "CIFAR mCE (%): unnormalised mean error over the 15 common corruptions x 5 severities",

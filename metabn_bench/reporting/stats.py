@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from metabn_bench.corruptions import names as cnames
-from metabn_bench.per_image import KEY_FIELDS, PerImage, row_key
+from metabn_bench.evaluation.per_image import KEY_FIELDS, PerImage, row_key
 from metabn_bench.seeding import derive_seed
 
 RESAMPLES = 2000

@@ -1,0 +1,1 @@
+"""Analysis: CAM pictures, costs, Meta-BN ablation and diagnostics."""

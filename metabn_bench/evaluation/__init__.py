@@ -1,0 +1,1 @@
+"""Evaluation: cells of (corruption, severity), test-time protocols, per-image results."""

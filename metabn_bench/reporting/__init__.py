@@ -1,0 +1,1 @@
+"""Reporting: metrics, statistics, views, documents and plots built from run files."""

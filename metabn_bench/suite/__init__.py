@@ -1,0 +1,1 @@
+"""Suites: the resumable suite runner, its jobs, status and launchers."""

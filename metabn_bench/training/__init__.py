@@ -1,0 +1,1 @@
+"""Training: the training loop and its distributed (DDP) helpers."""
