@@ -118,7 +118,7 @@ def corrupt(
     split: Annotated[str, typer.Option(help="Split to corrupt.")] = "test",
     corruptions: Annotated[str | None, typer.Option(help="Comma-separated names (default: all common).")] = None,  # noqa: E501
     severities: Annotated[str, typer.Option(help="Comma-separated severities.")] = "1,2,3,4,5",
-    preset: Annotated[str, typer.Option(help="Parameter table: auto | cifar | tinyimagenet | imagenet")] = "auto",  # noqa: E501
+    preset: Annotated[str, typer.Option("--size-preset", "--preset", help="Corruption parameter table by image size (not a suite preset): auto | cifar | tinyimagenet | imagenet")] = "auto",  # noqa: E501
     extras: Annotated[bool, typer.Option(help="Also the 4 extra corruptions.")] = False,
     n: Annotated[int, typer.Option(help="Use a class-balanced subset of N images (0 = all).")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of every random corruption.")] = 0,
