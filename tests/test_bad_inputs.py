@@ -243,3 +243,23 @@ def test_bad_input(name: str, tmp_path: Path, copies: tuple[Path, Path]) -> None
     assert not (work / "work").exists()
     after = _snapshot(run, cset, work)
     assert set(after) == set(before), sorted(set(after) ^ set(before))  # nothing left behind
+
+
+def test_a_subset_smaller_than_the_classes_says_so() -> None:
+    """`--n 7` of 10 classes keeps 7 classes: allowed, with a warning that says it."""
+    from metabn_bench.data.specs import load_split
+
+    with pytest.warns(UserWarning, match="keeps 7 of the 10 classes"):
+        data = load_split("synthetic", "test", n=7)
+    assert len(data) == 7
+
+
+def test_declared_classes_bound_the_labels(tmp_path: Path) -> None:
+    """With dataset.json naming 3 classes, a label 5 is an error, not a sixth class."""
+    root = _npy(tmp_path / "d", np.zeros((6, 32, 32, 3), np.uint8),
+                np.array([0, 1, 2, 0, 1, 5], np.int64))
+    (root / "dataset.json").write_text(json.dumps({"name": "d", "classes": ["a", "b", "c"]}))
+    result = CliRunner().invoke(app, ["corrupt", "--dataset", f"npy:{root}", "--out",
+                                      str(tmp_path / "out")])
+    assert result.exit_code == 2 and "out of range for 3 classes" in result.stderr
+    assert not (tmp_path / "out").exists()
