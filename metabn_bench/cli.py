@@ -82,10 +82,10 @@ def _ints(text: str | None, what: str) -> tuple[int, ...]:
         raise UserError(f"{what} must be comma-separated integers, got '{text}'") from None
 
 
-def _check_out_dir(path: Path | None) -> None:
+def _check_out_dir(path: Path | None, option: str = "--out") -> None:
     """A one-line error when an output directory option names an existing file."""
     if path is not None and path.exists() and not path.is_dir():
-        raise UserError(f"--out '{path}' is a file; valid: a directory (new or existing)")
+        raise UserError(f"{option} '{path}' is a file; valid: a directory (new or existing)")
 
 
 def _version(value: bool) -> None:
@@ -228,7 +228,7 @@ def report(
     plots: Annotated[Path | None, typer.Option(help="Also write PNG plots into this directory (linked from the report).")] = None,  # noqa: E501
 ) -> None:
     """Tables (and plots) from evaluation results: every view of the long per-cell table."""
-    from metabn_bench import fsio
+    from metabn_bench.reporting.html_page import reproduce_command
     from metabn_bench.reporting.report import FORMATS, FORMATS_EXT, format_report, report_from_paths
 
     if format_ not in FORMATS:
@@ -236,10 +236,8 @@ def report(
     if out_path is not None and out_path.is_dir():
         raise UserError(f"--out '{out_path}' is a directory; valid: a file name, e.g. "
                         f"{out_path / ('report.' + FORMATS_EXT.get(format_, format_))}")
-    _check_out_dir(plots)
+    _check_out_dir(plots, "--plots")
     rep = report_from_paths(paths, baseline, plots)
-    from metabn_bench.reporting.html_page import reproduce_command
-
     again = ["report", *map(str, paths), "--format", format_, "--baseline", baseline,
              *(["--out", str(out_path)] if out_path else [])]
     text = format_report(rep, format_, doc_dir=out_path.parent if out_path else Path.cwd(),
@@ -348,7 +346,7 @@ def run(
     cfg = load_preset(preset, overrides)
     options = parse_launch_options(launch or [])
     _check_out_dir(out_dir)
-    _check_out_dir(work)
+    _check_out_dir(work, "--work")
     try:
         result = run_suite(cfg, out_dir, work, progress, log=lambda m: typer.echo(m, err=True),
                            launcher=launcher, launch=options)

@@ -96,7 +96,7 @@ def heat_map(frame: pd.DataFrame) -> str:
     if cells.empty:
         return ""
     grid = cells.groupby(["method", "protocol", "corruption"])["error"].mean().unstack()
-    order = [c for c in cnames.canonical_order(list(grid.columns))]
+    order = cnames.canonical_order(list(grid.columns))
     grid = grid[order]
     low, high = float(grid.min().min()), float(grid.max().max())
     head = "<th>method</th><th>protocol</th>" + "".join(
