@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,9 @@ def load_weights(path: str | Path, device: torch.device | str = "cpu") -> Any:
         raise UserError(f"'{path}' does not exist; re-run the train command of "
                         f"'{path.parent}' to (re)make it")
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols are not the user's
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # any failure at all means the file cannot be trusted
         why = ("it holds objects other than tensors (refused: loading it could run code)"
                if "weights_only" in str(exc) or "nsupported" in str(exc)
