@@ -277,7 +277,9 @@ def test_evaluate_merges_rows_written_meanwhile(
 # a full disk
 
 
-def test_disk_full_is_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["corrupt", "train"])
+def test_disk_full_is_one_line(command: str, tmp_path: Path) -> None:
+    """NumPy's and torch's writers both report a full disk as one line naming the file."""
     if shutil.which("unshare") is None:
         pytest.skip("no unshare to mount a small tmpfs")
     mount = tmp_path / "small"
@@ -286,9 +288,13 @@ def test_disk_full_is_one_line(tmp_path: Path) -> None:
                             f"{mount}"], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {probe.stderr.strip()}")
-    py = " ".join(_cli("corrupt", *CORRUPT_ARGS, "--out", str(mount / "set")))
+    args = {"corrupt": ["corrupt", *CORRUPT_ARGS],
+            "train": ["train", "--method", "vanilla", "--arch", "wrn16_2", "--epochs", "1",
+                      "--set", "data.train_size=64", "--set", "optim.batch_size=32", "--device",
+                      "cpu", "--no-progress"]}[command]
+    py = " ".join(_cli(*args, "--out", str(mount / "set")))
     proc = subprocess.run(["unshare", "-rm", "sh", "-c",
-                           f"mount -t tmpfs -o size=400k tmpfs {mount} && {py}; "
+                           f"mount -t tmpfs -o size=120k tmpfs {mount} && {py}; "
                            f"rc=$?; ls -A {mount}/set; exit $rc"],
                           capture_output=True, text=True, env=_env(), timeout=300)
     assert proc.returncode == 2, proc.stderr
