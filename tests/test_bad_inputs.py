@@ -263,3 +263,24 @@ def test_declared_classes_bound_the_labels(tmp_path: Path) -> None:
                                       str(tmp_path / "out")])
     assert result.exit_code == 2 and "out of range for 3 classes" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_malicious_checkpoint_in_a_real_process(copies: tuple[Path, Path]) -> None:
+    """Through the real entry point (where warnings reach stderr too): one line, no code run,
+    none of torch's advice."""
+    import os
+    import subprocess
+    import sys
+
+    run, cset = copies
+    (run / "model.pt").write_bytes(pickle.dumps(_Code()))
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "metabn_bench", "evaluate", str(run),
+                           "--corrupted", str(cset), "--device", "cpu", "--no-progress"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "refused: loading it could run code" in lines[0], proc.stderr
+    assert "weights_only" not in proc.stderr and "this must never run" not in proc.stdout
+    assert not (run / "eval.jsonl").exists()
