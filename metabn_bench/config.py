@@ -264,7 +264,7 @@ def build_train_config(
     if config_file:
         data = merge(data, load_yaml(config_file))
     data = merge(data, parse_overrides(overrides))
-    return from_dict(TrainConfig, data)
+    return from_dict(TrainConfig, data)  # checked by `train` before anything is written
 
 
 def replace(cfg: T, **changes: Any) -> T:

@@ -8,6 +8,12 @@ time) for `metabn-bench status`; it is only believed while the lock is actually 
 On network file systems flock works where the mount supports it (NFSv4; Lustre with
 `-o flock`); where it does not, runs proceed unlocked with a warning.
 
+Standalone `corrupt`, `train` and `evaluate` lock their output directory the same way: a
+second command on the same directory while the first runs is refused at once with a one-line
+error (exit 2) naming the holder, rather than waiting or racing (two `evaluate` once rewrote
+eval.jsonl over each other and lost rows). Locks are re-entrant within one process, so a suite
+job that holds its run directory can call `train` and `evaluate`, which lock it too.
+
 When training or evaluation raises, `failed.json` records the stage, the exception and its
 traceback; the next attempt clears it.
 """
@@ -21,10 +27,12 @@ import os
 import socket
 import traceback
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from metabn_bench import fsio
+from metabn_bench.errors import UserError
 
 try:  # POSIX only; elsewhere runs are not locked (see `_flock`)
     import fcntl
@@ -34,6 +42,10 @@ except ImportError:  # pragma: no cover - not reachable on Linux or macOS
 LOCK_FILE = ".lock"
 HOLDER_FILE = "running.json"
 FAILED_FILE = "failed.json"
+
+# Directories this process holds, with how many RunLock objects hold each: flock locks belong
+# to an open file, so a second flock by the same process on a fresh open would fail.
+_HELD: dict[Path, int] = {}
 
 
 def _now() -> str:
@@ -61,17 +73,25 @@ class RunLock:
         self.run_dir = Path(run_dir)
         self.info = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now(), **info}
         self._fh: IO[Any] | None = None
+        self._nested = False  # this process already held the directory when acquired
 
     @property
     def held(self) -> bool:
         """Whether this object holds the lock."""
-        return self._fh is not None
+        return self._fh is not None or self._nested
+
+    def _key(self) -> Path:
+        return self.run_dir.resolve()
 
     def acquire(self) -> bool:
         """Take the lock if nobody holds it; False (and nothing changed) if somebody does."""
-        if self._fh is not None:
+        if self.held:
             return True
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if _HELD.get(self._key(), 0) > 0:  # this process holds it already (re-entrant)
+            _HELD[self._key()] += 1
+            self._nested = True
+            return True
+        fsio.ensure_dir(self.run_dir, "run directory")
         # The lock file is never deleted: removing it while another process has it open would
         # let a third process lock a fresh file and run at the same time.
         fh = open(self.run_dir / LOCK_FILE, "a+")  # noqa: SIM115 - held until release()
@@ -79,6 +99,7 @@ class RunLock:
             fh.close()
             return False
         self._fh = fh
+        _HELD[self._key()] = 1
         fsio.write_json(self.run_dir / HOLDER_FILE, self.info)
         return True
 
@@ -90,8 +111,13 @@ class RunLock:
 
     def release(self) -> None:
         """Give the lock up (closing the file releases the flock)."""
+        if self._nested:
+            self._nested = False
+            _HELD[self._key()] -= 1
+            return
         if self._fh is None:
             return
+        _HELD.pop(self._key(), None)
         with contextlib.suppress(FileNotFoundError):
             (self.run_dir / HOLDER_FILE).unlink()
         self._fh.close()
@@ -104,6 +130,24 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+@contextlib.contextmanager
+def exclusive(directory: str | Path, what: str, **info: Any) -> Iterator[RunLock]:
+    """Hold `directory`'s lock for a standalone command; a one-line UserError if another
+    process holds it (who, since when), so the second of two concurrent commands stops at once.
+    """
+    lock = RunLock(directory, **info)
+    if not lock.acquire():
+        who = holder(directory) or {}
+        by = (f" by pid {who.get('pid')} on {who.get('host')} since {who.get('since')}"
+              if who.get("pid") else "")
+        raise UserError(f"{what} '{directory}' is in use{by}; wait for that command to finish "
+                        "or choose another directory")
+    try:
+        yield lock
+    finally:
+        lock.release()
 
 
 def holder(run_dir: str | Path) -> dict[str, Any] | None:

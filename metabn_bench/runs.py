@@ -15,11 +15,13 @@ nothing but the ground floor: reporting learns the names without loading trainin
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from metabn_bench import fsio
 from metabn_bench.config import TrainConfig, config_hash, from_dict
 from metabn_bench.errors import UserError
 
@@ -31,6 +33,8 @@ MODEL = "model.pt"
 DONE = "done"
 EVAL_FILE = "eval.jsonl"
 PER_IMAGE_FILE = "per_image.npz"
+# What identifies an evaluation row (one per protocol, test batch size and cell of a set).
+EVAL_ROW_KEYS = ("set_id", "protocol", "test_batch_size", "corruption", "severity")
 
 
 def run_name(cfg: TrainConfig) -> str:
@@ -67,23 +71,80 @@ def require_finished(run_dir: str | Path, hint: str = "") -> Path:
 
 
 def load_config(run_dir: str | Path) -> TrainConfig:
-    """The TrainConfig stored in a run directory."""
+    """The TrainConfig stored in a run directory (a one-line UserError if it is unreadable)."""
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         raise UserError(f"'{run_dir}' is not a run directory (no {CONFIG})")
-    return from_dict(TrainConfig, json.loads(path.read_text()))
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); delete the run directory and train "
+                        "again") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a JSON object of config keys; delete the run "
+                        "directory and train again")
+    return from_dict(TrainConfig, data)
 
 
 def read_env(run_dir: str | Path) -> dict[str, Any]:
     """The run's env.json (provenance and its training data)."""
-    return json.loads((Path(run_dir) / ENV).read_text())
+    path = Path(run_dir) / ENV
+    try:
+        env = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path} is missing or not valid JSON ({exc.__class__.__name__}); delete "
+                        "the run directory and train again") from None
+    if not isinstance(env, dict):
+        raise UserError(f"{path} must hold a JSON object; delete the run directory and train again")
+    return env
 
 
 def class_names(run_dir: str | Path) -> list[str]:
     """The class names of the data the run was trained on (from env.json)."""
-    return [str(c) for c in read_env(run_dir)["data"]["classes"]]
+    classes = read_env(run_dir).get("data", {}).get("classes")
+    if not isinstance(classes, list) or not classes:
+        raise UserError(f"{Path(run_dir) / ENV} has no data.classes; delete the run directory "
+                        "and train again")
+    return [str(c) for c in classes]
+
+
+def load_tensors(path: str | Path, device: torch.device | str = "cpu") -> Any:
+    """torch.load(weights_only=True) with every failure one line naming the file.
+
+    A file that is missing, truncated or not a plain tensor file (a pickle that would run
+    code) is refused; torch's own message is not shown, since it can advise retrying with
+    weights_only=False, which would run the file's code.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"'{path}' does not exist; re-run the train command of "
+                        f"'{path.parent}' to (re)make it")
+    try:
+        with warnings.catch_warnings():  # torch's notes on pickle protocols are not the user's
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # any failure at all means the file cannot be trusted
+        why = ("it holds objects other than tensors (refused: loading it could run code)"
+               if "weights_only" in str(exc) or "nsupported" in str(exc)
+               else "it is truncated or corrupt")
+        raise UserError(f"cannot load '{path}': {why}; delete it and re-run the train command "
+                        f"of '{path.parent}'") from None
 
 
 def load_weights(run_dir: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """The final weights (model.pt) of a finished run, loaded with weights_only."""
-    return torch.load(Path(run_dir) / MODEL, map_location=device, weights_only=True)
+    """The final weights (model.pt) of a finished run, loaded safely (see load_tensors)."""
+    return load_tensors(Path(run_dir) / MODEL, device)
+
+
+def read_eval_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of an eval.jsonl; a one-line UserError for a malformed line or row."""
+    try:
+        rows = fsio.read_jsonl(path)
+    except ValueError as exc:
+        raise UserError(f"{path} is malformed ({exc}); delete it (or the bad line) and run "
+                        "evaluate again") from None
+    for i, row in enumerate(rows, 1):
+        if not isinstance(row, dict) or any(k not in row for k in EVAL_ROW_KEYS):
+            raise UserError(f"{path}: row {i} is not an evaluation row (needs "
+                            f"{', '.join(EVAL_ROW_KEYS)}); delete it and run evaluate again")
+    return rows

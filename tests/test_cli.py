@@ -159,3 +159,29 @@ def test_the_installed_entry_point_exits_2_on_bad_input() -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: unknown method 'nope'; valid: ")
     assert "Traceback" not in proc.stderr
+
+
+def test_readme_usage_lists_every_option() -> None:
+    """Every option and argument of every command (as --help knows them) is in README's usage."""
+    import typer.main
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    usage = readme.split("## Usage", 1)[1].split("```", 2)[1]
+    lines = {" ".join(line.split()[1:3]): line for line in usage.splitlines() if line.strip()}
+
+    def walk(cmd: object, prefix: list[str]) -> None:
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, [*prefix, name])
+        if getattr(cmd, "commands", None) is not None:
+            return
+        key = " ".join(prefix) if len(prefix) == 2 else prefix[0]
+        line = next((v for k, v in lines.items() if k.startswith(key)), "")
+        assert line, f"no usage line for {key}"
+        if len(prefix) == 2:  # gate SUB: its own line
+            line = next(v for v in usage.splitlines() if f"gate     {prefix[1]}" in v)
+        for param in cmd.params:  # type: ignore[attr-defined]
+            opts = [o for o in param.opts if o.startswith("--")]
+            if opts:
+                assert any(o in line for o in opts), f"{key}: {opts[0]} missing from README usage"
+
+    walk(typer.main.get_command(app), [])

@@ -128,7 +128,7 @@ def test_every_format_and_the_public_schema(tmp_path: Path) -> None:
     assert "+" in md and "[" in md and "1/1/1" in md  # deltas, intervals, win/tie/loss
     assert texts["latex"].startswith("\\documentclass") and "\\end{document}" in texts["latex"]
     assert "\\_" in texts["latex"] and "$\\pm$" not in texts["markdown"]
-    assert "<table>" in texts["html"] and "<h2>Summary</h2>" in texts["html"]
+    assert "<table class=\"sortable\">" in texts["html"] and "<h2>Summary</h2>" in texts["html"]
     assert len(pd.read_csv(io.StringIO(texts["csv"]))) == len(rows)
     summary = json.loads(texts["json"])
     assert summary["schema"] == "metabn-bench summary v1"

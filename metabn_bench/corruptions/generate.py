@@ -19,15 +19,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metabn_bench import provenance
+from metabn_bench import fsio, provenance, runlock
 from metabn_bench.config import CorruptConfig, to_dict
+from metabn_bench.config_checks import check_corrupt_config
 from metabn_bench.corruptions import names as cnames
 from metabn_bench.corruptions import ops as registry
 from metabn_bench.corruptions import reference_backend, tables
 from metabn_bench.corruptions.rng import ImageRandom
 from metabn_bench.data.arrays import ArraySet
 from metabn_bench.data.loader import batches
-from metabn_bench.data.store import CorruptedSet, SetWriter, open_set
+from metabn_bench.data.store import PARTS, CorruptedSet, SetWriter, open_set
 from metabn_bench.errors import UserError
 
 BACKENDS = ("torch", "imagecorruptions")
@@ -99,9 +100,11 @@ def library_versions() -> dict[str, str]:
 def corrupt_dataset(clean: ArraySet, out_dir: str | Path, cfg: CorruptConfig,
                     device: torch.device, dataset_spec: str = "",
                     progress: bool = True) -> tuple[CorruptedSet, str]:
-    """Write the corrupted set of `clean` to `out_dir`; return it and how the preset was chosen."""
-    if cfg.backend not in BACKENDS:
-        raise UserError(f"unknown backend '{cfg.backend}'; valid: {', '.join(BACKENDS)}")
+    """Write the corrupted set of `clean` to `out_dir`; return it and how the preset was chosen.
+
+    The directory is locked while it is written: a second `corrupt` into it stops at once.
+    """
+    check_corrupt_config(cfg)
     height, width = clean.image_size
     if height != width:
         raise UserError(f"images must be square for the size presets, got {height}x{width}")
@@ -125,7 +128,19 @@ def corrupt_dataset(clean: ArraySet, out_dir: str | Path, cfg: CorruptConfig,
             "config": to_dict(cfg), "libraries": library_versions(),
             **({"backend_package": reference_backend.version()}
                if cfg.backend == "imagecorruptions" else {})}
-    writer = SetWriter(out_dir, clean.images, clean.labels, identity, meta)
+    with runlock.exclusive(out_dir, "corrupted set directory", stage="corrupt"):
+        # temporaries of a killed run (up to one cell or corruption file each) go first
+        for where in (Path(out_dir), Path(out_dir) / PARTS):
+            fsio.remove_stale_temporaries(where)
+        writer = SetWriter(out_dir, clean.images, clean.labels, identity, meta, names)
+        _write_cells(writer, clean, cfg, device, names, severities, preset, progress)
+    return open_set(out_dir, verify=False), how
+
+
+def _write_cells(writer: SetWriter, clean: ArraySet, cfg: CorruptConfig, device: torch.device,
+                 names: list[str], severities: tuple[int, ...], preset: str,
+                 progress: bool) -> None:
+    """Make every cell the writer lacks, on worker threads, saving them in order."""
     todo = [(c, s) for c in names for s in severities if not writer.has_cell(c, s)]
     bar = tqdm(total=len(todo) * len(clean), unit="img", desc="corrupt", disable=not progress,
                dynamic_ncols=True, leave=False)
@@ -161,7 +176,6 @@ def corrupt_dataset(clean: ArraySet, out_dir: str | Path, cfg: CorruptConfig,
                     writer.finish(done_name,
                                   [tables.params(preset, done_name, s) for s in severities])
     bar.close()
-    return open_set(out_dir, verify=False), how
 
 
 def cpu_workers() -> int:

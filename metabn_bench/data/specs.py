@@ -6,7 +6,9 @@ missing), `tinyimagenet` (tiny-imagenet-200 under data_root), `npy:DIR` and `fol
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -56,8 +58,20 @@ def load_split(spec: str, split: str, data_root: str | Path = "data", n: int = 0
     """Load `split` of dataset SPEC; n > 0 keeps a class-balanced subset of n images."""
     if split not in SPLITS:
         raise UserError(f"unknown split '{split}'; valid: {', '.join(SPLITS)}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise UserError(f"the number of images --n is {n!r}; valid: an integer >= 0 (0 = all)")
     kind, arg = parse_spec(spec)
-    data = DATASETS.get(kind).loader(arg, split, Path(data_root), n).take(n).class_mixed()
+    data = DATASETS.get(kind).loader(arg, split, Path(data_root), n)
+    if len(data) == 0:
+        raise UserError(f"dataset '{spec}' has no {split} images; valid: a data set with at least "
+                        "one image")
+    data = data.take(n).class_mixed()
+    present = int(np.unique(data.labels).size)
+    if n > 0 and present < len(data.classes):
+        # fewer images than classes: say so rather than drop classes silently
+        warnings.warn(f"a subset of {n} images (--n or data.train_size) keeps {present} of "
+                      f"the {len(data.classes)} classes of '{spec}' ({split}); use 0 (all) or "
+                      f"at least {len(data.classes)} to have every class", stacklevel=2)
     if label:
         data = ArraySet(data.images, data.labels, data.classes, label, data.notes)
     return data
@@ -123,11 +137,36 @@ def _load_npy_dir(arg: str, split: str, root: Path, n: int) -> ArraySet:
     where = f"npy:{directory}"
     images = read_npy(directory / "images.npy", where)
     labels = read_npy(directory / "labels.npy", where)
-    validate_arrays(images, labels, where)
+    declared = meta.get("classes")
+    validate_arrays(images, labels, where, len(declared) if isinstance(declared, list) else None)
     labels = np.asarray(labels, dtype=np.int64)
-    classes = meta.get("classes") or [str(c) for c in range(int(labels.max()) + 1)]
+    if labels.size == 0:
+        raise UserError(f"{where}: labels.npy holds no labels; valid: at least one image")
+    classes = declared or [str(c) for c in range(_class_count(base, split, labels, where))]
     name = str(meta.get("name") or f"npy:{base.resolve()}")
     return ArraySet(np.asarray(images), labels, tuple(str(c) for c in classes), name)
+
+
+def _class_count(base: Path, split: str, labels: np.ndarray, where: str) -> int:
+    """Classes of an npy:DIR set without dataset.json: 0..max label over both splits.
+
+    A label that no other image shares beyond the others' range (a 10 among labels 0..8) is
+    refused rather than silently adding classes: declare them in dataset.json instead.
+    """
+    seen = set(np.unique(labels).tolist())
+    for other in SPLITS:
+        path = base / other / "labels.npy"
+        if other != split and path.is_file():
+            with contextlib.suppress(UserError):
+                seen |= set(np.unique(np.asarray(read_npy(path, where))).tolist())
+    count = int(max(seen)) + 1
+    empty = sorted(set(range(count)) - seen)
+    if empty:
+        shown = ", ".join(map(str, empty[:5])) + (" ..." if len(empty) > 5 else "")
+        raise UserError(f"{where}: labels go up to {count - 1} but classes {shown} have no image "
+                        "in any split; valid: labels 0..K-1 with every class present, or a "
+                        "dataset.json next to the arrays listing the 'classes'")
+    return count
 
 
 DATASETS.add("npy", DatasetKind(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,11 +86,12 @@ def _check_array(arr: np.ndarray, rows: int, where: str, image_shape: tuple[int,
         raise UserError(f"{where}: image shape {arr.shape[1:]} differs from {image_shape}")
 
 
-def open_set(root: str | Path, verify: bool = True) -> CorruptedSet:
+def open_set(root: str | Path, verify: bool = True, allow_partial: bool = False) -> CorruptedSet:
     """Open and validate a corrupted set (ours with manifest.json, or a released one without).
 
     Checks shapes, dtype, label count and tiling, and (verify=True) every file's sha256 against
-    the manifest. Any problem is a one-line UserError.
+    the manifest. A set whose `corrupt` was interrupted (the manifest plans corruptions that
+    are not made yet) is refused unless `allow_partial`. Any problem is a one-line UserError.
     """
     root = Path(root)
     if not root.is_dir():
@@ -107,13 +109,23 @@ def open_set(root: str | Path, verify: bool = True) -> CorruptedSet:
     if not np.array_equal(np.asarray(labels_all), np.tile(labels, 5)):
         raise UserError(f"{root}/labels.npy: labels are not the N test labels tiled 5 times")
     if manifest is not None:
-        severities = tuple(int(s) for s in manifest.get("severities", SEVERITIES))
+        severities = tuple(manifest.get("severities", SEVERITIES))
         if int(manifest.get("n", n)) != n:
             raise UserError(f"{root}: manifest says n={manifest['n']} but labels.npy holds {n}")
-        names = [c for c, e in manifest.get("files", {}).items() if e.get("kind") == "corruption"]
+        names = [c for c, e in manifest["files"].items() if e.get("kind") == "corruption"]
+        missing = [c for c in planned_corruptions(manifest) if c not in names]
+        if missing and not allow_partial:
+            raise UserError(
+                f"corrupted set '{root}' is incomplete: {len(names)} of "
+                f"{len(names) + len(missing)} corruptions made, missing {', '.join(missing)}; "
+                "run the same corrupt command again to finish it")
     else:
         severities = SEVERITIES
         names = [p.stem for p in root.glob("*.npy") if p.stem in ALL]
+        if verify:
+            warnings.warn(f"'{root}' has no {MANIFEST}: read as a released set (CIFAR-10-C "
+                          "layout), so no file is checked against a hash; a set made by "
+                          "metabn-bench corrupt always has one", stacklevel=2)
     ignored = sorted(p.name for p in root.glob("*.npy")
                      if p.stem not in names and p.stem not in ("labels", "clean"))
     image_shape = None
@@ -131,6 +143,25 @@ def open_set(root: str | Path, verify: bool = True) -> CorruptedSet:
     return CorruptedSet(root, n, severities, labels, canonical_order(names), manifest, ignored)
 
 
+def planned_corruptions(manifest: dict[str, Any]) -> list[str]:
+    """The corruptions a set's `corrupt` commands asked for (done or not), canonical order.
+
+    Manifests record them under "planned"; older ones only hold the command's config, whose
+    empty list means every implemented common corruption (and the extras with extras=true).
+    """
+    if "planned" in manifest:
+        return canonical_order(list(manifest["planned"]))
+    cfg = manifest.get("config") or {}
+    named = cfg.get("corruptions") or []
+    if named:
+        return canonical_order([c for c in named if c in ALL])
+    from metabn_bench.corruptions import names as cnames
+    from metabn_bench.corruptions import registry
+
+    pool = cnames.ALL if cfg.get("extras") else cnames.COMMON
+    return canonical_order([c for c in pool if c in registry.CORRUPTIONS])
+
+
 def _read_manifest(root: Path) -> dict[str, Any] | None:
     path = root / MANIFEST
     if not path.exists():
@@ -139,11 +170,45 @@ def _read_manifest(root: Path) -> dict[str, Any] | None:
 
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}); remove it to treat the set as released") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); regenerate the set with "
+                        "metabn-bench corrupt") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UserError(f"{path} is not a {FORMAT} manifest")
+    _check_manifest(path, data)
     return data
+
+
+def _check_manifest(path: Path, data: dict[str, Any]) -> None:
+    """Every field open_set and verify_hashes read has the right type (else one UserError)."""
+    def bad(field_name: str, valid: str) -> UserError:
+        return UserError(f"{path}: field '{field_name}' is malformed ({data.get(field_name)!r:.80}); "
+                         f"valid: {valid}; regenerate the set with metabn-bench corrupt")
+
+    files = data.get("files")
+    if not isinstance(files, dict):
+        raise bad("files", "an object of {name: {file, kind, bytes, sha256}}")
+    for name, entry in files.items():
+        ok = (isinstance(entry, dict) and isinstance(entry.get("file"), str)
+              and "/" not in entry["file"] and entry["file"] not in ("", ".", "..")
+              and isinstance(entry.get("kind"), str)
+              and isinstance(entry.get("bytes"), int) and not isinstance(entry["bytes"], bool)
+              and isinstance(entry.get("sha256"), str))
+        if not ok:
+            raise bad("files", f"for '{name}' an object with file (a name in the set), kind, "
+                               "bytes (integer) and sha256")
+    sev = data.get("severities", list(SEVERITIES))
+    if (not isinstance(sev, list) or not sev
+            or any(isinstance(s, bool) or s not in SEVERITIES for s in sev)):
+        raise bad("severities", "a list of some of 1, 2, 3, 4, 5")
+    n = data.get("n", 0)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise bad("n", "a non-negative integer")
+    planned = data.get("planned", [])
+    if not isinstance(planned, list) or any(c not in ALL for c in planned):
+        raise bad("planned", "a list of corruption names")
+    if not isinstance(data.get("set_id", ""), str):
+        raise bad("set_id", "a string")
 
 
 def verify_hashes(root: Path, manifest: dict[str, Any]) -> None:
@@ -170,7 +235,8 @@ class SetWriter:
     """
 
     def __init__(self, root: str | Path, clean_images: np.ndarray, labels: np.ndarray,
-                 identity: dict[str, Any], extra_meta: dict[str, Any]) -> None:
+                 identity: dict[str, Any], extra_meta: dict[str, Any],
+                 planned: list[str] | None = None) -> None:
         self.root = Path(root)
         self.n = int(labels.shape[0])
         self.severities = tuple(identity["severities"])
@@ -186,11 +252,18 @@ class SetWriter:
                             "choose an empty --out directory")
         self.manifest: dict[str, Any] = existing or {
             "format": FORMAT, "set_id": self.set_id, **identity, **extra_meta, "files": {}}
-        self.root.mkdir(parents=True, exist_ok=True)
+        fsio.ensure_dir(self.root, "corrupted set directory")
         self._cells: dict[tuple[str, int], np.ndarray] = {}
+        # what this and earlier commands asked for: open_set refuses the set until all are made
+        before = planned_corruptions(self.manifest) if existing is not None else []
+        wanted = canonical_order(list(dict.fromkeys([*before, *(planned or [])])))
+        changed = self.manifest.get("planned") != wanted
+        self.manifest["planned"] = wanted
         if "labels" not in self.manifest["files"]:
             self._add("labels", "labels.npy", [np.tile(labels.astype(np.int64), 5)], "labels")
             self._add("clean", "clean.npy", [clean_images], "clean")
+            self._save_manifest()
+        elif changed:
             self._save_manifest()
 
     def _add(self, name: str, filename: str, blocks: list[np.ndarray], kind: str) -> None:

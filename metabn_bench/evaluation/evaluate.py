@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metabn_bench import fsio, runs
+from metabn_bench import fsio, runlock, runs
 from metabn_bench.corruptions import names as cnames
 from metabn_bench.data import per_image
 from metabn_bench.data.loader import batches, to_float
@@ -55,8 +55,16 @@ def cells_of(cset: CorruptedSet, extras: bool) -> list[tuple[str, int]]:
 def evaluate(run_dir: str | Path, corrupted: str | Path, protocols: tuple[str, ...] = ("none",),
              batch_size: int = 0, extras: bool = False, device: str = "auto",
              verify: bool = True, progress: bool = True) -> list[dict[str, Any]]:
-    """Evaluate a finished run; returns all of its rows for this corrupted set."""
-    run_dir = runs.require_finished(run_dir, "; re-run its train command to resume it")
+    """Evaluate a finished run; returns all of its rows for this corrupted set.
+
+    The run directory is locked meanwhile (a second `evaluate` on it stops at once with a
+    one-line error), and each new row is merged into the rows on disk, never over them.
+    """
+    run_dir = Path(run_dir)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
+        raise UserError(f"--batch-size is {batch_size!r}; valid: an integer >= 0 "
+                        "(0 = the protocol's default)")
+    runs.require_finished(run_dir, "; re-run its train command to resume it")
     for spec in protocols:
         parse_protocol(spec)
     cfg = runs.load_config(run_dir)
@@ -68,29 +76,41 @@ def evaluate(run_dir: str | Path, corrupted: str | Path, protocols: tuple[str, .
         raise UserError(f"the corrupted set has labels up to {int(cset.labels.max())} but the "
                         f"model has {num_classes} classes")
     _warn_if_class_sorted(cset.labels, protocols)
-    rows = fsio.read_jsonl(run_dir / EVAL_FILE)
-    vectors = per_image.RunVectors(run_dir)
-    done = {_key(r) for r in rows}
-    cells = cells_of(cset, extras)
-    for spec in protocols:
-        bs = batch_size or PROTOCOLS.get(parse_protocol(spec)[0]).default_batch_size
-        todo = [c for c in cells if _key_of(cset.set_id, spec, bs, *c) not in done]
-        if not todo:
-            continue
-        evaluator = Evaluator(run_dir, dev, spec)
-        bar = tqdm(todo, desc=f"evaluate {cfg.method} [{spec}]", unit="cell",
-                   disable=not progress, leave=False, dynamic_ncols=True)
-        for corruption, severity in bar:
-            images = clean if corruption == "clean" else cset.cell(corruption, severity)
-            t0 = time.perf_counter()
-            correct = evaluator.correct(images, cset.labels, bs)
-            seconds = time.perf_counter() - t0
-            # The vector is on disk before the row that announces it (both writes are atomic).
-            vectors.put(_key_of(cset.set_id, spec, bs, corruption, severity), correct)
-            rows.append(_row(cfg, run_dir, cset, spec, evaluator, bs, corruption, severity,
-                             int((~correct).sum()), seconds))
-            fsio.write_jsonl(run_dir / EVAL_FILE, rows)
+    runs.load_weights(run_dir)  # a missing, truncated or unsafe model.pt: before the lock
+    with runlock.exclusive(run_dir, "run directory", stage="evaluate"):
+        fsio.remove_stale_temporaries(run_dir)  # a killed writer's; we hold the lock
+        rows = runs.read_eval_rows(run_dir / EVAL_FILE)
+        vectors = per_image.RunVectors(run_dir)
+        done = {_key(r) for r in rows}
+        cells = cells_of(cset, extras)
+        for spec in protocols:
+            bs = batch_size or PROTOCOLS.get(parse_protocol(spec)[0]).default_batch_size
+            todo = [c for c in cells if _key_of(cset.set_id, spec, bs, *c) not in done]
+            if not todo:
+                continue
+            evaluator = Evaluator(run_dir, dev, spec)
+            bar = tqdm(todo, desc=f"evaluate {cfg.method} [{spec}]", unit="cell",
+                       disable=not progress, leave=False, dynamic_ncols=True)
+            for corruption, severity in bar:
+                images = clean if corruption == "clean" else cset.cell(corruption, severity)
+                t0 = time.perf_counter()
+                correct = evaluator.correct(images, cset.labels, bs)
+                seconds = time.perf_counter() - t0
+                # The vector is on disk before the row that announces it (both writes atomic).
+                vectors.put(_key_of(cset.set_id, spec, bs, corruption, severity), correct)
+                row = _row(cfg, run_dir, cset, spec, evaluator, bs, corruption, severity,
+                           int((~correct).sum()), seconds)
+                rows = _merge(runs.read_eval_rows(run_dir / EVAL_FILE), [*rows, row])
+                fsio.write_jsonl(run_dir / EVAL_FILE, rows)
     return [r for r in rows if r["set_id"] == cset.set_id]
+
+
+def _merge(on_disk: list[dict[str, Any]], ours: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows on disk plus ours, one per key (ours win): a row written meanwhile by anything
+    that does not take the lock is kept, not overwritten."""
+    merged = {_key(r): r for r in on_disk}
+    merged.update({_key(r): r for r in ours})
+    return list(merged.values())
 
 
 def _warn_if_class_sorted(labels: np.ndarray, protocols: tuple[str, ...]) -> None:

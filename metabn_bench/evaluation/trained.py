@@ -16,6 +16,7 @@ import torch
 from metabn_bench import runs
 from metabn_bench.config import TrainConfig
 from metabn_bench.device import memory_format
+from metabn_bench.errors import UserError
 from metabn_bench.methods import Method, build_method
 from metabn_bench.models import Classifier
 
@@ -50,6 +51,11 @@ def load_trained(run_dir: str | Path, device: torch.device, channels_last: bool 
     method = build_method(cfg, len(classes), device)
     fmt = memory_format(device, cfg.channels_last if channels_last is None else channels_last)
     model = method.build_model().to(device, memory_format=fmt)
-    model.load_state_dict(runs.load_weights(run_dir, device))
+    state = runs.load_weights(run_dir, device)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise UserError(f"'{run_dir / runs.MODEL}' does not hold the weights of a {cfg.arch} "
+                        f"({str(exc).splitlines()[0][:120]}); re-run the train command") from None
     method.prepare_eval(model)
     return TrainedRun(run_dir, cfg, method, model, classes, fmt)

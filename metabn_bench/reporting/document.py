@@ -42,6 +42,13 @@ def render_table(df: pd.DataFrame, fmt: str) -> str:
     return text
 
 
+def markdown_link(path: str) -> str:
+    """A link target that survives spaces and parentheses (CommonMark's <...> form)."""
+    if any(ch in path for ch in " ()<>\t"):
+        return "<" + path.replace("<", "%3C").replace(">", "%3E") + ">"
+    return path
+
+
 def latex_escape(text: str) -> str:
     """Text with LaTeX's special characters escaped."""
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
@@ -69,7 +76,7 @@ def _markdown(title: str, sections: list[Section]) -> str:
         if s.table is not None and not s.table.empty:
             parts += [render_table(s.table, "markdown"), ""]
         for caption, path in s.images:
-            parts += [f"![{caption}]({path})", ""]
+            parts += [f"![{caption}]({markdown_link(path)})", ""]
     return "\n".join(parts).rstrip() + "\n"
 
 

@@ -120,7 +120,7 @@ def clean_vs_corrupted(report: Report, path: Path) -> Path | None:
 def write_plots(report: Report, out_dir: str | Path) -> list[tuple[str, Path]]:
     """Every plot of a report into `out_dir`; returns (caption, path) pairs."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    fsio.ensure_dir(out)
     made: list[tuple[str, Path | None]] = []
     for protocol in dict.fromkeys(r["protocol"] for r in report.rows):
         made.append((f"Error per corruption, protocol {protocol}",

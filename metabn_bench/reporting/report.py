@@ -26,9 +26,10 @@ from metabn_bench.reporting.model import Report
 from metabn_bench.reporting.published import METRICS, published_rows
 from metabn_bench.reporting.sections import report_sections
 from metabn_bench.reporting.views import fmt
-from metabn_bench.runs import EVAL_FILE
+from metabn_bench.runs import EVAL_FILE, read_eval_rows
 
 FORMATS = ("markdown", "latex", "csv", "json", "html")
+FORMATS_EXT = {"markdown": "md", "latex": "tex"}  # file extensions that differ from the name
 SCHEMA = "metabn-bench summary v1"
 RESULT_FILES = ("cells.csv", "summary.json", "report.md", per_image.RESULTS_FILE)
 
@@ -63,7 +64,7 @@ def collect(paths: list[str | Path]) -> Collected:
             raise UserError(f"'{path}' holds no evaluation results ({EVAL_FILE} or cells.csv); "
                             "run metabn-bench evaluate first")
         for file in found:
-            rows = fsio.read_jsonl(file)
+            rows = read_eval_rows(file)
             out.rows += rows
             out.vectors.update(per_image.load_run(file.parent, rows))
     return out
@@ -194,11 +195,12 @@ def build_report(cell_rows: list[dict[str, Any]], provenance: dict[str, Any],
 
 
 def report_from_paths(paths: list[str | Path], baseline: str = "vanilla",
-                      plots_dir: str | Path | None = None) -> Report:
+                      plots_dir: str | Path | None = None, known_methods: tuple[str, ...] = ()) -> Report:
     """`metabn-bench report`: collect, build, and (optionally) write the plots into `plots_dir`."""
     from metabn_bench.reporting.provenance import provenance_of
 
     found = collect(paths)
+    _check_baseline(baseline, found.rows, known_methods)
     report = build_report(found.rows, provenance_of([Path(p) for p in paths], found.rows), baseline,
                           found.vectors, found.unfinished)
     if plots_dir is not None:
@@ -208,9 +210,19 @@ def report_from_paths(paths: list[str | Path], baseline: str = "vanilla",
     return report
 
 
+def _check_baseline(baseline: str, rows: list[dict[str, Any]], known: tuple[str, ...]) -> None:
+    """A baseline must be a method of the rows or one of `known` (the registered methods,
+    passed in by the caller: reporting never imports the methods); absent, there are no deltas."""
+    present = sorted({str(r.get("method")) for r in rows})
+    if baseline not in present and baseline not in known:
+        raise UserError(f"unknown baseline '{baseline}'; valid: a method of the results "
+                        f"({', '.join(present) or 'none'}) or a registered method")
+
+
 def format_report(report: Report, fmt_name: str, title: str = "metabn-bench report",
-                  doc_dir: str | Path | None = None) -> str:
-    """The report in one of FORMATS, as text; images are linked relative to `doc_dir`."""
+                  doc_dir: str | Path | None = None, command: str | None = None) -> str:
+    """The report in one of FORMATS, as text; images are linked relative to `doc_dir` (the
+    html page embeds them); `command`, the one that reproduces it, is shown by the page."""
     if fmt_name not in FORMATS:
         raise UserError(f"unknown format '{fmt_name}'; valid: {', '.join(FORMATS)}")
     if fmt_name == "json":
@@ -239,7 +251,7 @@ def write_results(report: Report, out_dir: str | Path, title: str,
     Each file is written atomically; report.md last, so its links point at finished plots.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    fsio.ensure_dir(out)
     fsio.write_text(out / "cells.csv", report.frame.to_csv(index=False))
     fsio.write_json(out / "summary.json", report.summary)
     per_image.save_results(out, report.vectors)

@@ -13,13 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from metabn_bench import fsio
 from metabn_bench.config import SuiteConfig
+from metabn_bench.config_checks import check_suite_config
 from metabn_bench.corruptions.generate import corrupt_dataset
 from metabn_bench.data.specs import load_split
 from metabn_bench.data.store import open_set
 from metabn_bench.device import resolve_device
-from metabn_bench.errors import UserError
-from metabn_bench.methods import METHODS
 from metabn_bench.reporting.model import Report
 from metabn_bench.suite.jobs import make_plan
 from metabn_bench.suite.launch import LAUNCHERS, LaunchOptions
@@ -38,14 +38,16 @@ class SuiteResult:
 
 
 def _validate(cfg: SuiteConfig) -> None:
-    for name in cfg.methods:
-        METHODS.get(name)
-    for name in cfg.method_hparams:
-        if name not in cfg.methods:
-            raise UserError(f"method_hparams names '{name}', which is not in methods "
-                            f"({', '.join(cfg.methods)})")
-    if not cfg.seeds:
-        raise UserError("a preset needs at least one seed")
+    """The whole configuration, before any corrupting or training: names, ranges, every
+    method's hyperparameters and the evaluation protocols."""
+    from metabn_bench.config import replace
+    from metabn_bench.training.loop import resolve_config
+
+    check_suite_config(cfg)
+    for method in cfg.methods:
+        # the class count only sizes the model; 10 is enough to resolve and check hparams
+        resolve_config(replace(cfg.train, method=method,
+                               hparams=dict(cfg.method_hparams.get(method, {}))), 10)
 
 
 def run_suite(cfg: SuiteConfig, results_dir: str | Path | None = None,
@@ -60,6 +62,10 @@ def run_suite(cfg: SuiteConfig, results_dir: str | Path | None = None,
     """
     _validate(cfg)
     run_jobs = LAUNCHERS.get(launcher)
+    if results_dir is not None:
+        fsio.ensure_dir(results_dir, "results directory")
+    if work_dir is not None:
+        fsio.ensure_dir(work_dir, "work directory")
     results = Path(results_dir or Path("results") / cfg.name)
     work = Path(work_dir or Path("runs") / cfg.name)
     device = resolve_device(cfg.train.device)

@@ -8,6 +8,7 @@ the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -17,8 +18,15 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from metabn_bench import fsio, provenance
-from metabn_bench.config import TrainConfig, config_hash, identity, replace, to_dict
+from metabn_bench import fsio, provenance, runlock, runs
+from metabn_bench.config import (
+    TrainConfig,
+    config_hash,
+    identity,
+    replace,
+    to_dict,
+)
+from metabn_bench.config_checks import check_train_config
 from metabn_bench.data.arrays import ArraySet
 from metabn_bench.data.augment import crop_flip
 from metabn_bench.data.loader import DeviceLoader, to_float
@@ -67,23 +75,30 @@ def _check_same_run(run_dir: Path, cfg: TrainConfig) -> None:
 def train(cfg: TrainConfig, run_dir: str | Path | None = None, runs_root: str | Path = "runs",
           progress: bool = True, train_set: ArraySet | None = None) -> RunInfo:
     """Train `cfg` into `run_dir` (default: runs/<dataset>/<method>-s<seed>-<hash>/); resume if possible."""
+    check_train_config(cfg)  # before anything is loaded or written
+    resolve_config(cfg, 10)  # the method's hparams too (the class count only sizes the model)
     device = resolve_device(cfg.device)
     data = train_set or load_split(cfg.data.dataset, "train", cfg.data.data_root,
                                    cfg.data.train_size, cfg.data.label)
     cfg = resolve_config(cfg, len(data.classes))
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg, runs_root)
-    if (run_dir / CONFIG).exists():
-        _check_same_run(run_dir, cfg)
-        if (run_dir / DONE).exists():
-            return RunInfo(run_dir, cfg.epochs, skipped=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if distributed.is_main():  # under torch.distributed, rank 0 alone writes files
-        fsio.write_json(run_dir / CONFIG, to_dict(cfg))
-        env = provenance.environment(device)
-        env["data"] = {"source": data.source, "n_train": len(data), "classes": list(data.classes),
-                       **data.notes}
-        fsio.write_json(run_dir / ENV, env)
-    return _fit(cfg, data, run_dir, device, progress and distributed.is_main())
+    # Rank 0 alone locks (and writes) the run directory; other ranks of a torchrun follow it.
+    lock = (runlock.exclusive(run_dir, "run directory", stage="train")
+            if distributed.is_main() else contextlib.nullcontext())
+    with lock:
+        if (run_dir / CONFIG).exists():
+            _check_same_run(run_dir, cfg)
+            if (run_dir / DONE).exists():
+                return RunInfo(run_dir, cfg.epochs, skipped=True)
+        fsio.ensure_dir(run_dir, "run directory")
+        if distributed.is_main():  # under torch.distributed, rank 0 alone writes files
+            fsio.remove_stale_temporaries(run_dir)  # a killed writer's; we hold the lock
+            fsio.write_json(run_dir / CONFIG, to_dict(cfg))
+            env = provenance.environment(device)
+            env["data"] = {"source": data.source, "n_train": len(data),
+                           "classes": list(data.classes), **data.notes}
+            fsio.write_json(run_dir / ENV, env)
+        return _fit(cfg, data, run_dir, device, progress and distributed.is_main())
 
 
 def _train_prerequisite(cfg: TrainConfig, run_dir: Path, data: ArraySet,
@@ -123,7 +138,7 @@ def _fit(cfg: TrainConfig, data: ArraySet, run_dir: Path, device: torch.device,
     ckpt_path = run_dir / CHECKPOINT
     history = fsio.read_jsonl(run_dir / METRICS)
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        state = runs.load_tensors(ckpt_path, device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -5,61 +5,24 @@ Errors in the user's input (UserError) become one line on stderr and exit code 2
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
-from metabn_bench import __version__
-from metabn_bench.errors import UserError
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-app = typer.Typer(
-    name="metabn-bench", no_args_is_help=True, add_completion=False,
-    pretty_exceptions_enable=False,
-    help="Robustness of image classifiers to common corruptions, built around Meta BatchNorm.",
+from metabn_bench import __version__, fsio
+from metabn_bench.cli.base import (
+    STDERR_IS_TTY,
+    DeviceOpt,
+    ProgressOpt,
+    app,
+    check_out_dir,
+    command,
+    csv_list,
+    int_list,
 )
-
-def command(name: str | None = None, target: typer.Typer | None = None) -> Callable[[F], F]:
-    """app.command (or target.command) that turns a UserError into one line on stderr, exit 2."""
-
-    def deco(fn: F) -> F:
-        @functools.wraps(fn)
-        def guarded(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return fn(*args, **kwargs)
-            except UserError as exc:
-                typer.echo(f"error: {exc}", err=True)
-                raise typer.Exit(2) from None
-            except KeyboardInterrupt:  # Typer would exit 130 without a word
-                typer.echo("interrupted; run the same command again to resume", err=True)
-                raise typer.Exit(130) from None
-
-        (target or app).command(name)(guarded)
-        return fn
-
-    return deco
-
-
-DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda")]
-STDERR_IS_TTY = sys.stderr.isatty()  # progress bars by default only on a terminal
-ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress",
-                                           help="Show progress bars (default: when stderr is a terminal).")]
-
-
-def _csv(text: str | None) -> tuple[str, ...]:
-    return tuple(t.strip() for t in text.split(",") if t.strip()) if text else ()
-
-
-def _ints(text: str | None, what: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(t) for t in _csv(text))
-    except ValueError:
-        raise UserError(f"{what} must be comma-separated integers, got '{text}'") from None
+from metabn_bench.errors import UserError
 
 
 def _version(value: bool) -> None:
@@ -78,7 +41,7 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
 def list_cmd(kind: Annotated[str, typer.Argument(
         help="methods | corruptions | archs | datasets | presets | protocols")]) -> None:
     """List registered names (one per line, with a description)."""
-    from metabn_bench.listing import listing
+    from metabn_bench.cli.listing import listing
 
     for name, text in listing(kind):
         typer.echo(f"{name:<22} {text}")
@@ -92,7 +55,7 @@ def corrupt(
     split: Annotated[str, typer.Option(help="Split to corrupt.")] = "test",
     corruptions: Annotated[str | None, typer.Option(help="Comma-separated names (default: all common).")] = None,  # noqa: E501
     severities: Annotated[str, typer.Option(help="Comma-separated severities.")] = "1,2,3,4,5",
-    preset: Annotated[str, typer.Option(help="Parameter table: auto | cifar | tinyimagenet | imagenet")] = "auto",  # noqa: E501
+    preset: Annotated[str, typer.Option("--size-preset", "--preset", help="Corruption parameter table by image size (not a suite preset): auto | cifar | tinyimagenet | imagenet")] = "auto",  # noqa: E501
     extras: Annotated[bool, typer.Option(help="Also the 4 extra corruptions.")] = False,
     n: Annotated[int, typer.Option(help="Use a class-balanced subset of N images (0 = all).")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of every random corruption.")] = 0,
@@ -105,13 +68,16 @@ def corrupt(
 ) -> None:
     """Make a corrupted set in the released CIFAR-10-C layout (resumable)."""
     from metabn_bench.config import CorruptConfig
+    from metabn_bench.config_checks import check_corrupt_config
     from metabn_bench.corruptions.generate import corrupt_dataset
     from metabn_bench.data.specs import load_split
     from metabn_bench.device import resolve_device
 
-    cfg = CorruptConfig(preset=preset, corruptions=_csv(corruptions), extras=extras,
-                        severities=_ints(severities, "--severities"), seed=seed, n_test=n,
+    cfg = CorruptConfig(preset=preset, corruptions=csv_list(corruptions), extras=extras,
+                        severities=int_list(severities, "--severities"), seed=seed, n_test=n,
                         batch_size=batch_size, backend=backend)
+    check_corrupt_config(cfg)  # before the data set is loaded or anything is written
+    check_out_dir(out_dir)
     dev = resolve_device(device)
     clean = load_split(dataset, split, data_root, n, label)
     cset, how = corrupt_dataset(clean, out_dir, cfg, dev, dataset, progress)
@@ -140,9 +106,11 @@ def train_cmd(
     together (data parallel, torch.distributed); rank 0 writes the run directory.
     """
     from metabn_bench.config import build_train_config
+    from metabn_bench.config_checks import check_train_config
     from metabn_bench.training import distributed
     from metabn_bench.training.loop import train
 
+    check_out_dir(out_dir)
     base: dict[str, object] = {"method": method}
     data: dict[str, object] = {}
     if dataset is not None:
@@ -155,6 +123,7 @@ def train_cmd(
         if value is not None:
             base[key] = value
     cfg = build_train_config(base, str(config) if config else None, set_ or ())
+    check_train_config(cfg)  # before torch.distributed starts or anything is written
     main = distributed.init_from_env(cfg.device, sync_bn).rank == 0
     try:
         info = train(cfg, out_dir, progress=progress)
@@ -181,7 +150,9 @@ def evaluate_cmd(
     from metabn_bench.evaluation.evaluate import evaluate
     from metabn_bench.reporting.report import build_report, render, summary_table
 
-    protocols = tuple(p for item in (adapt or ["none"]) for p in _csv(item))
+    protocols = tuple(p for item in (adapt or ["none"]) for p in csv_list(item))
+    if not protocols:
+        raise UserError("--adapt names no protocol; valid: none, bn[:prior=N], tent")
     rows = evaluate(run_dir, corrupted, protocols, batch_size, extras, device, verify, progress)
     rows = [r for r in rows if r["protocol"] in protocols]
     report = build_report(rows, {})
@@ -197,13 +168,22 @@ def report(
     plots: Annotated[Path | None, typer.Option(help="Also write PNG plots into this directory (linked from the report).")] = None,  # noqa: E501
 ) -> None:
     """Tables (and plots) from evaluation results: every view of the long per-cell table."""
-    from metabn_bench import fsio
-    from metabn_bench.reporting.report import FORMATS, format_report, report_from_paths
+    from metabn_bench.reporting.html_page import reproduce_command
+    from metabn_bench.reporting.report import FORMATS, FORMATS_EXT, format_report, report_from_paths
 
     if format_ not in FORMATS:
         raise UserError(f"unknown format '{format_}'; valid: {', '.join(FORMATS)}")
-    rep = report_from_paths(paths, baseline, plots)
-    text = format_report(rep, format_, doc_dir=out_path.parent if out_path else Path.cwd())
+    if out_path is not None and out_path.is_dir():
+        raise UserError(f"--out '{out_path}' is a directory; valid: a file name, e.g. "
+                        f"{out_path / ('report.' + FORMATS_EXT.get(format_, format_))}")
+    check_out_dir(plots, "--plots")
+    from metabn_bench.methods import METHODS
+
+    rep = report_from_paths(paths, baseline, plots, tuple(METHODS.names()))
+    again = ["report", *map(str, paths), "--format", format_, "--baseline", baseline,
+             *(["--out", str(out_path)] if out_path else [])]
+    text = format_report(rep, format_, doc_dir=out_path.parent if out_path else Path.cwd(),
+                         command=reproduce_command(again))
     if out_path:
         fsio.write_text(out_path, text)
         typer.echo(f"wrote {out_path}")
@@ -274,8 +254,8 @@ def cam_cmd(
     """Class activation maps (Grad-CAM / CAM), clean and corrupted, runs side by side in one PNG."""
     from metabn_bench.analysis.cam import CamRequest, cam_grid
 
-    request = CamRequest(corruptions=_csv(corruptions), severity=severity,
-                         images=_ints(images, "--images"), n_images=n, kind=kind, target=target,
+    request = CamRequest(corruptions=csv_list(corruptions), severity=severity,
+                         images=int_list(images, "--images"), n_images=n, kind=kind, target=target,
                          layer=layer)
     path = cam_grid(run_dirs, corrupted, out_path, request, device)
     typer.echo(f"wrote {path}")
@@ -307,6 +287,8 @@ def run(
         overrides.append(f"train.device={device}")
     cfg = load_preset(preset, overrides)
     options = parse_launch_options(launch or [])
+    check_out_dir(out_dir)
+    check_out_dir(work, "--work")
     try:
         result = run_suite(cfg, out_dir, work, progress, log=lambda m: typer.echo(m, err=True),
                            launcher=launcher, launch=options)
