@@ -87,15 +87,15 @@ def load_config(run_dir: str | Path) -> TrainConfig:
 
 
 def read_env(run_dir: str | Path) -> dict[str, Any]:
-    """The run's env.json (provenance and its training data)."""
+    """The run's env.json (provenance and its training data); a one-line UserError if unreadable."""
     path = Path(run_dir) / ENV
     try:
         env = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path} is missing or not valid JSON ({exc.__class__.__name__}); delete "
-                        "the run directory and train again") from None
+    except (OSError, ValueError):
+        env = None
     if not isinstance(env, dict):
-        raise UserError(f"{path} must hold a JSON object; delete the run directory and train again")
+        raise UserError(f"{path} is missing or malformed (not a JSON object); delete the run "
+                        "directory and train again")
     return env
 
 
@@ -103,8 +103,8 @@ def class_names(run_dir: str | Path) -> list[str]:
     """The class names of the data the run was trained on (from env.json)."""
     classes = read_env(run_dir).get("data", {}).get("classes")
     if not isinstance(classes, list) or not classes:
-        raise UserError(f"{Path(run_dir) / ENV} has no data.classes; delete the run directory "
-                        "and train again")
+        raise UserError(f"{Path(run_dir) / ENV} is missing or malformed (no data.classes); delete "
+                        "the run directory and train again")
     return [str(c) for c in classes]
 
 
