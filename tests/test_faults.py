@@ -257,7 +257,7 @@ def test_evaluate_merges_rows_written_meanwhile(
     shutil.copytree(trained_run, run)
     foreign = {"set_id": "other-set", "protocol": "none", "test_batch_size": 1,
                "corruption": "clean", "severity": 0, "method": "x", "errors": 0}
-    original = ev._Evaluator.correct
+    original = ev.Evaluator.correct
     calls = {"n": 0}
 
     def correct(self: object, *args: object) -> np.ndarray:
@@ -267,7 +267,7 @@ def test_evaluate_merges_rows_written_meanwhile(
             fsio.write_jsonl(run / "eval.jsonl", [*rows, foreign])
         return original(self, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(ev._Evaluator, "correct", correct)
+    monkeypatch.setattr(ev.Evaluator, "correct", correct)
     evaluate(run, corrupted_set, ("none",), device="cpu", progress=False)
     rows = fsio.read_jsonl(run / "eval.jsonl")
     assert foreign in rows and len(rows) == 1 + 1 + 4 * 5

@@ -23,8 +23,8 @@ def require_cv2():
     try:
         import cv2
     except ImportError:
-        raise UserError(f"this corruption needs OpenCV; install the reference extra: "
-                        f"{INSTALL_HINT}") from None
+        raise UserError("this corruption needs OpenCV (a dependency of metabn-bench): "
+                        "pip install opencv-python-headless") from None
     return cv2
 
 

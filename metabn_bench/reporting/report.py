@@ -229,6 +229,10 @@ def format_report(report: Report, fmt_name: str, title: str = "metabn-bench repo
         return fsio.dumps(report.summary) + "\n"
     if fmt_name == "csv":
         return report.frame.to_csv(index=False)
+    if fmt_name == "html":  # one self-contained page: plots embedded, nothing external
+        from metabn_bench.reporting.html_page import html_page
+
+        return html_page(report, title, command)
     return render_document(title, _sections(report, doc_dir), fmt_name)
 
 
