@@ -7,9 +7,11 @@ block (at the block's input, 'pre', or after the residual sum, 'post'); SelfNorm
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from metabn_bench.registry import Registry
 
@@ -33,3 +35,44 @@ def batch_norm(momentum: float = 0.1, eps: float = 1e-5) -> NormFactory:
 def make_norm(kind: str = "bn", **options: object) -> NormFactory:
     """The factory registered as `kind`, configured with `options`."""
     return NORMS.get(kind)(**options)
+
+
+@NORMS.register("gn")
+def group_norm(groups: int = 32, eps: float = 1e-5) -> NormFactory:
+    """GroupNorm (Wu & He, ECCV 2018): per-sample statistics over groups of C/G channels.
+
+    The paper uses G = 32; a layer whose channel count G does not divide gets gcd(G, C) groups
+    (our choice: WRN-10-1's 16-channel stage then has 16 groups of one channel).
+    """
+
+    def make(channels: int) -> nn.Module:
+        return nn.GroupNorm(math.gcd(groups, channels), channels, eps=eps)
+
+    return make
+
+
+class IBN(nn.Module):
+    """IBN-Net-a's norm layer (Pan et al., ECCV 2018): InstanceNorm (affine) on the first
+    `round(ratio * C)` channels, BatchNorm2d on the rest; the BN half is the submodule `bn`,
+    so the test-time protocols adapt it."""
+
+    def __init__(self, channels: int, ratio: float = 0.5, eps: float = 1e-5,
+                 momentum: float = 0.1) -> None:
+        super().__init__()
+        self.split = max(1, min(channels - 1, round(ratio * channels)))
+        self.inorm = nn.InstanceNorm2d(self.split, eps=eps, affine=True)
+        self.bn = nn.BatchNorm2d(channels - self.split, eps=eps, momentum=momentum)
+
+    def forward(self, x: Tensor) -> Tensor:
+        head, tail = x[:, :self.split], x[:, self.split:]
+        return torch.cat([self.inorm(head.contiguous()), self.bn(tail.contiguous())], dim=1)
+
+
+@NORMS.register("ibn")
+def ibn_norm(ratio: float = 0.5, momentum: float = 0.1, eps: float = 1e-5) -> NormFactory:
+    """IBN layers (IN on `ratio` of the channels, BN on the rest) for every layer it builds."""
+
+    def make(channels: int) -> nn.Module:
+        return IBN(channels, ratio, eps, momentum)
+
+    return make
