@@ -81,9 +81,54 @@ def test_ibn_replaces_the_first_norm_of_blocks_in_all_but_the_last_stage(arch: s
     assert any(isinstance(b.bn1, IBN) for b in blocks)
 
 
-@pytest.mark.parametrize("name", ["gn", "ibn"])
+@pytest.mark.parametrize("name", ["gn", "ibn", "bgn"])
 @pytest.mark.parametrize("arch", ARCHS.names())
 def test_zoo_builds_with_every_architecture(name: str, arch: str) -> None:
     model = build(name, arch).train()
     out = model(torch.randn(2, 3, 32, 32))
     assert out.shape == (2, 10) and torch.isfinite(out).all()
+
+
+def bgn_layer(channels: int, groups: int) -> nn.Module:
+    return make_norm("bgn", groups=groups)(channels).double().train()
+
+
+def test_bgn_with_one_group_normalises_the_batch_jointly() -> None:
+    x = torch.randn(5, 8, 4, 4, dtype=torch.float64)
+    torch.testing.assert_close(bgn_layer(8, 1)(x), standardise(x, (0, 1, 2, 3)))
+
+
+def test_bgn_with_one_channel_per_group_is_batch_norm() -> None:
+    x = torch.randn(5, 8, 4, 4, dtype=torch.float64)
+    torch.testing.assert_close(bgn_layer(8, 8)(x), standardise(x, (0, 2, 3)))
+    bn = nn.BatchNorm2d(8).double().train()
+    torch.testing.assert_close(bgn_layer(8, 8)(x), bn(x))
+
+
+def test_bgn_groups_pool_the_batch_and_their_channels() -> None:
+    x = torch.randn(5, 8, 4, 4, dtype=torch.float64)
+    layer = bgn_layer(8, 2)
+    with torch.no_grad():
+        layer.weight.copy_(torch.linspace(0.5, 2.0, 8))
+        layer.bias.copy_(torch.linspace(-1.0, 1.0, 8))
+    groups = standardise(x.view(5, 2, 4, 4, 4), (0, 2, 3, 4)).view_as(x)
+    expected = groups * layer.weight.view(1, -1, 1, 1) + layer.bias.view(1, -1, 1, 1)
+    torch.testing.assert_close(layer(x), expected)
+    # Eval mode: the running per-group statistics (one update with momentum 0.1 from 0 and 1).
+    layer.eval()
+    flat = x.view(5, 2, -1).transpose(0, 1).reshape(2, -1)
+    mean = 0.1 * flat.mean(1)
+    var = 0.9 + 0.1 * flat.var(1, unbiased=True)
+    running = (x.view(5, 2, -1) - mean.view(1, 2, 1)) / torch.sqrt(var.view(1, 2, 1) + EPS)
+    expected = running.view_as(x) * layer.weight.view(1, -1, 1, 1) + layer.bias.view(1, -1, 1, 1)
+    torch.testing.assert_close(layer(x), expected)
+
+
+def test_bn_protocol_adapts_bgn_to_test_batch_group_statistics() -> None:
+    from metabn_bench.evaluation.protocols import make_protocol
+
+    layer = bgn_layer(8, 2).eval()
+    x = torch.randn(5, 8, 4, 4, dtype=torch.float64) * 3 + 1
+    protocol = make_protocol("bn", layer, layer)
+    torch.testing.assert_close(protocol.predict(x),
+                               standardise(x.view(5, 2, 4, 4, 4), (0, 2, 3, 4)).view_as(x))

@@ -145,6 +145,13 @@ class Tent(Protocol):
                 m.weight.requires_grad_(True)
                 m.bias.requires_grad_(True)
                 params += [m.weight, m.bias]
+        # A norm layer whose per-channel affine lives around its BatchNorm2d (BGN: a per-group
+        # BatchNorm without affine) exposes it through `affine_parameters()`: Tent adapts it too.
+        for m in model.modules():
+            if hasattr(m, "affine_parameters"):
+                for p in m.affine_parameters():
+                    p.requires_grad_(True)
+                    params.append(p)
         self.optimizer = torch.optim.Adam(params, lr=self.lr, betas=(0.9, 0.999), weight_decay=0.0)
         self.snapshot = copy.deepcopy(model.state_dict())
         self.opt_snapshot = copy.deepcopy(self.optimizer.state_dict())

@@ -76,3 +76,40 @@ def ibn_norm(ratio: float = 0.5, momentum: float = 0.1, eps: float = 1e-5) -> No
         return IBN(channels, ratio, eps, momentum)
 
     return make
+
+
+class BatchGroupNorm(nn.Module):
+    """Batch Group Normalization (Zhou et al., arXiv 2020): the C channels form G
+    groups, each normalised with the mean and variance over (N, C/G, H, W), then a per-channel
+    scale and shift as in BN. G = C is BatchNorm; G = 1 normalises the whole batch jointly.
+
+    The statistics come from an affine-free BatchNorm2d over G channels applied to the
+    (N, G, C/G * H, W) view, so training uses batch statistics, evaluation the running ones,
+    and the `bn` and `tent` protocols adapt the per-group statistics like any BatchNorm.
+    """
+
+    def __init__(self, channels: int, groups: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        super().__init__()
+        self.groups = math.gcd(groups, channels)
+        self.bn = nn.BatchNorm2d(self.groups, eps=eps, momentum=momentum, affine=False)
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        n, c, h, w = x.shape
+        y = self.bn(x.reshape(n, self.groups, (c // self.groups) * h, w)).reshape(n, c, h, w)
+        return y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+    def affine_parameters(self) -> list[nn.Parameter]:
+        """The per-channel scale and shift (what Tent adapts)."""
+        return [self.weight, self.bias]
+
+
+@NORMS.register("bgn")
+def batch_group_norm(groups: int = 16, momentum: float = 0.1, eps: float = 1e-5) -> NormFactory:
+    """BGN layers with G = gcd(`groups`, C) groups per layer (our choice where G does not divide C)."""
+
+    def make(channels: int) -> nn.Module:
+        return BatchGroupNorm(channels, groups, eps, momentum)
+
+    return make
