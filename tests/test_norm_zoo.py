@@ -81,7 +81,7 @@ def test_ibn_replaces_the_first_norm_of_blocks_in_all_but_the_last_stage(arch: s
     assert any(isinstance(b.bn1, IBN) for b in blocks)
 
 
-@pytest.mark.parametrize("name", ["gn", "ibn", "bgn"])
+@pytest.mark.parametrize("name", ["gn", "ibn", "bgn", "iebn"])
 @pytest.mark.parametrize("arch", ARCHS.names())
 def test_zoo_builds_with_every_architecture(name: str, arch: str) -> None:
     model = build(name, arch).train()
@@ -132,3 +132,32 @@ def test_bn_protocol_adapts_bgn_to_test_batch_group_statistics() -> None:
     protocol = make_protocol("bn", layer, layer)
     torch.testing.assert_close(protocol.predict(x),
                                standardise(x.view(5, 2, 4, 4, 4), (0, 2, 3, 4)).view_as(x))
+
+
+def test_iebn_at_init_is_batch_norm_times_its_gate() -> None:
+    x = torch.randn(6, 8, 4, 4, dtype=torch.float64)
+    layer = make_norm("iebn")(8).double().train()
+    bn = nn.BatchNorm2d(8).double().train()
+    torch.testing.assert_close(layer(x), bn(x) * torch.sigmoid(torch.tensor(-1.0)))
+    torch.testing.assert_close(layer.running_mean, bn.running_mean)  # same statistics kept
+    torch.testing.assert_close(layer.running_var, bn.running_var)
+
+
+def test_iebn_gate_is_per_sample_from_the_pooled_standardised_features() -> None:
+    x = torch.randn(6, 8, 4, 4, dtype=torch.float64)
+    layer = make_norm("iebn")(8).double().train()
+    with torch.no_grad():
+        for p in (layer.weight, layer.bias, layer.gate_weight, layer.gate_bias):
+            p.copy_(torch.randn(8, dtype=torch.float64))
+    x_hat = standardise(x, (0, 2, 3))
+    gate = torch.sigmoid(layer.gate_weight * x_hat.mean(dim=(2, 3)) + layer.gate_bias)
+    expected = x_hat * (layer.weight * gate)[:, :, None, None] + layer.bias.view(1, -1, 1, 1)
+    torch.testing.assert_close(layer(x), expected)
+    # Eval: running statistics; the gate still comes from each sample alone.
+    layer.eval()
+    x_hat = (x - layer.running_mean.view(1, -1, 1, 1)) / torch.sqrt(
+        layer.running_var.view(1, -1, 1, 1) + EPS)
+    gate = torch.sigmoid(layer.gate_weight * x_hat.mean(dim=(2, 3)) + layer.gate_bias)
+    expected = x_hat * (layer.weight * gate)[:, :, None, None] + layer.bias.view(1, -1, 1, 1)
+    torch.testing.assert_close(layer(x), expected)
+    torch.testing.assert_close(layer(x[:2]), layer(x)[:2])

@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metabn_bench.registry import Registry
@@ -111,5 +112,55 @@ def batch_group_norm(groups: int = 16, momentum: float = 0.1, eps: float = 1e-5)
 
     def make(channels: int) -> nn.Module:
         return BatchGroupNorm(channels, groups, eps, momentum)
+
+    return make
+
+
+class InstanceEnhancedBN(nn.BatchNorm2d):
+    """Instance Enhancement BN (Liang et al., AAAI 2020): y = x_hat * gamma * g + beta, with x_hat
+    BatchNorm's standardised input and g = sigmoid(w * mean_hw(x_hat) + b) a per-sample,
+    per-channel gate from a per-channel linear transform (w, b) of the sample's pooled features.
+
+    A BatchNorm2d subclass: the `bn` protocol sets its statistics and `tent` adapts gamma and beta
+    (the gate's w and b stay as trained). Pooling x_hat rather than x, and the initial w and b,
+    are our choices (options of the factory).
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5, momentum: float = 0.1,
+                 gate_weight: float = 0.0, gate_bias: float = -1.0) -> None:
+        super().__init__(channels, eps=eps, momentum=momentum)
+        self.gate_weight_init, self.gate_bias_init = gate_weight, gate_bias
+        self.gate_weight = nn.Parameter(torch.full((channels,), gate_weight))
+        self.gate_bias = nn.Parameter(torch.full((channels,), gate_bias))
+
+    def reset_norm_parameters(self) -> None:
+        """Unit gamma, zero beta and the gate's initial transform (called by init_weights)."""
+        with torch.no_grad():
+            self.weight.fill_(1.0)
+            self.bias.zero_()
+            self.gate_weight.fill_(self.gate_weight_init)
+            self.gate_bias.fill_(self.gate_bias_init)
+
+    def forward(self, x: Tensor) -> Tensor:
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative average, as BatchNorm2d
+                factor = 1.0 / float(self.num_batches_tracked)
+        x_hat = F.batch_norm(x, self.running_mean, self.running_var, None, None, self.training,
+                             factor, self.eps)
+        pooled = x_hat.mean(dim=(2, 3))
+        gate = torch.sigmoid(self.gate_weight * pooled + self.gate_bias)
+        scale = self.weight * gate
+        return x_hat * scale[:, :, None, None] + self.bias.view(1, -1, 1, 1)
+
+
+@NORMS.register("iebn")
+def instance_enhanced_bn(gate_weight: float = 0.0, gate_bias: float = -1.0,
+                         momentum: float = 0.1, eps: float = 1e-5) -> NormFactory:
+    """IEBN layers whose gate starts at sigmoid(gate_weight * pooled + gate_bias)."""
+
+    def make(channels: int) -> nn.Module:
+        return InstanceEnhancedBN(channels, eps, momentum, gate_weight, gate_bias)
 
     return make
