@@ -81,7 +81,7 @@ def test_ibn_replaces_the_first_norm_of_blocks_in_all_but_the_last_stage(arch: s
     assert any(isinstance(b.bn1, IBN) for b in blocks)
 
 
-@pytest.mark.parametrize("name", ["gn", "ibn", "bgn", "iebn"])
+@pytest.mark.parametrize("name", ["gn", "ibn", "bgn", "iebn", "proxy_norm"])
 @pytest.mark.parametrize("arch", ARCHS.names())
 def test_zoo_builds_with_every_architecture(name: str, arch: str) -> None:
     model = build(name, arch).train()
@@ -161,3 +161,39 @@ def test_iebn_gate_is_per_sample_from_the_pooled_standardised_features() -> None
     expected = x_hat * (layer.weight * gate)[:, :, None, None] + layer.bias.view(1, -1, 1, 1)
     torch.testing.assert_close(layer(x), expected)
     torch.testing.assert_close(layer(x[:2]), layer(x)[:2])
+
+
+def test_proxy_norm_normalises_the_activation_with_the_gaussian_proxy_moments() -> None:
+    layer = make_norm("proxy_norm", groups=4)(8).double()
+    with torch.no_grad():
+        for p in (layer.weight, layer.bias, layer.proxy_shift, layer.proxy_scale):
+            p.copy_(0.5 * torch.randn(8, dtype=torch.float64))
+    x = torch.randn(3, 8, 4, 4, dtype=torch.float64)
+    y = standardise(x.view(3, 4, 2, 4, 4), (2, 3, 4)).view_as(x)
+    y = y * layer.weight.view(1, -1, 1, 1) + layer.bias.view(1, -1, 1, 1)
+    # The proxy as the paper samples it: X~ ~ N(beta~, (1 + gamma~)^2), relu(gamma * X~ + beta).
+    xi = torch.randn(2_000_000, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with torch.no_grad():
+        proxy = layer.proxy_shift + (1 + layer.proxy_scale) * xi
+        act = torch.relu(layer.weight * proxy + layer.bias)
+    mean, var = act.mean(0), act.var(0)
+    expected = (torch.relu(y) - mean.view(1, -1, 1, 1)) / torch.sqrt(var.view(1, -1, 1, 1) + EPS)
+    with torch.no_grad():
+        torch.testing.assert_close(layer.forward_activated(x), expected, atol=5e-3, rtol=5e-3)
+        torch.testing.assert_close(layer(x), y)  # no activation follows: GroupNorm + affine
+
+
+def test_proxy_norm_output_of_a_sample_does_not_depend_on_the_batch() -> None:
+    model = build("proxy_norm").train()
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    x = torch.randn(8, 3, 32, 32)
+    alone = model(x[:1])
+    torch.testing.assert_close(model(x)[:1], alone, atol=1e-5, rtol=1e-5)
+    other = torch.cat([x[:1], 5 * torch.randn(7, 3, 32, 32) + 2])
+    torch.testing.assert_close(model(other)[:1], alone, atol=1e-5, rtol=1e-5)
+    model.eval()
+    torch.testing.assert_close(model(x)[:1], alone, atol=1e-5, rtol=1e-5)  # eval = train
+
+
+def test_proxy_norm_with_layer_norm_uses_one_group() -> None:
+    assert make_norm("proxy_norm", norm="ln")(64).groups == 1
