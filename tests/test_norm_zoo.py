@@ -197,3 +197,39 @@ def test_proxy_norm_output_of_a_sample_does_not_depend_on_the_batch() -> None:
 
 def test_proxy_norm_with_layer_norm_uses_one_group() -> None:
     assert make_norm("proxy_norm", norm="ln")(64).groups == 1
+
+
+def test_evaluate_records_bn_as_not_applicable_for_gn(tmp_path, corrupted_set) -> None:
+    from metabn_bench.evaluation.evaluate import evaluate
+    from metabn_bench.reporting.report import build_report, collect
+    from metabn_bench.training.loop import train
+
+    run_dir = tmp_path / "gn"
+    train(tiny_train_config(method="gn"), run_dir, progress=False)
+    rows = evaluate(run_dir, corrupted_set, ("none", "bn"), progress=False)
+    applied = [r for r in rows if r["protocol"] == "none"]
+    na = [r for r in rows if r["protocol"] == "bn"]
+    assert len(na) == len(applied) > 1
+    assert all("applicable" not in r and r["error"] is not None for r in applied)  # unchanged
+    for r in na:
+        assert r["applicable"] is False and r["errors"] is None and r["error"] is None
+        assert "protocol 'bn' is not applicable" in r["reason"] and "BatchNorm2d" in r["reason"]
+    found = collect([run_dir])
+    assert {r["protocol"] for r in found.rows} == {"none"}  # n/a rows enter no metric
+    assert len(found.not_applicable) == len(na)
+    assert [r["protocol"] for r in build_report(found.rows, {}).rows] == ["none"]
+    assert evaluate(run_dir, corrupted_set, ("none", "bn"), progress=False) == rows  # no rework
+
+
+def test_evaluate_command_shows_not_applicable_protocols(tmp_path, corrupted_set) -> None:
+    from typer.testing import CliRunner
+
+    from metabn_bench.cli import app
+    from metabn_bench.training.loop import train
+
+    run_dir = tmp_path / "proxy"
+    train(tiny_train_config(method="proxy_norm"), run_dir, progress=False)
+    result = CliRunner().invoke(app, ["evaluate", str(run_dir), "--corrupted", str(corrupted_set),
+                                      "--adapt", "none,tent", "--device", "cpu", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "tent: n/a (protocol 'tent' is not applicable" in result.output

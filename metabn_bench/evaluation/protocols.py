@@ -28,7 +28,8 @@ PROTOCOLS: Registry[type[Protocol]] = Registry("test-time protocol")
 
 class NotApplicableError(UserError):
     """A protocol that has nothing to act on in this model (no BatchNorm2d layers to adapt,
-    as with the batch-independent norms `gn`); one line, naming the protocol and the reason."""
+    as with the batch-independent norms `gn`); one line, naming the protocol and the reason.
+    `evaluate` records it as rows marked not applicable instead of failing."""
 
 
 def require_bn_layers(name: str, model: nn.Module) -> list[nn.BatchNorm2d]:

@@ -2,7 +2,8 @@
 
 Every norm layer of the architecture is a GroupNorm: statistics per sample over groups of C/G
 channels, so training and evaluation do the same computation at any batch size. The model has
-no BatchNorm statistics, so the `bn` and `tent` test-time protocols do not apply to it.
+no BatchNorm statistics, so the `bn` and `tent` test-time protocols do not apply to it:
+`evaluate` records their rows as not applicable, with the reason.
 """
 
 from __future__ import annotations

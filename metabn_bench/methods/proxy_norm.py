@@ -4,7 +4,8 @@ Normalization while Removing Batch Dependence", NeurIPS 2021), with GroupNorm or
 Every norm layer is GroupNorm (or LayerNorm) + affine, and where the architecture applies ReLU
 after it, the activation is normalised per channel with the moments of a Gaussian proxy
 (models/proxy_norm.py). No statistic depends on the batch, so training and evaluation do the
-same computation at any batch size; the model has no BatchNorm, so `bn` and `tent` do not apply.
+same computation at any batch size; the model has no BatchNorm, so `bn` and `tent` do not apply
+(`evaluate` records their rows as not applicable, with the reason).
 """
 
 from __future__ import annotations
