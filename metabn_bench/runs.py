@@ -136,6 +136,12 @@ def load_weights(run_dir: str | Path, device: torch.device | str = "cpu") -> dic
     return load_tensors(Path(run_dir) / MODEL, device)
 
 
+def is_applicable(row: dict[str, Any]) -> bool:
+    """False for a row that records a protocol as not applicable to the run (`applicable`:
+    false, with its `reason`; no errors): such rows carry no error and enter no metric."""
+    return row.get("applicable", True) is not False
+
+
 def read_eval_rows(path: Path) -> list[dict[str, Any]]:
     """The rows of an eval.jsonl; a one-line UserError for a malformed line or row."""
     try:

@@ -149,14 +149,17 @@ def evaluate_cmd(
     """Evaluate a run on clean + every cell of a corrupted set; rows go to RUN_DIR/eval.jsonl."""
     from metabn_bench.evaluation.evaluate import evaluate
     from metabn_bench.reporting.report import build_report, render, summary_table
+    from metabn_bench.runs import is_applicable
 
     protocols = tuple(p for item in (adapt or ["none"]) for p in csv_list(item))
     if not protocols:
         raise UserError("--adapt names no protocol; valid: none, bn[:prior=N], tent")
     rows = evaluate(run_dir, corrupted, protocols, batch_size, extras, device, verify, progress)
     rows = [r for r in rows if r["protocol"] in protocols]
-    report = build_report(rows, {})
+    report = build_report([r for r in rows if is_applicable(r)], {})
     typer.echo(render(summary_table(report.rows), "markdown"))
+    for spec, reason in sorted({(r["protocol"], r["reason"]) for r in rows if not is_applicable(r)}):
+        typer.echo(f"{spec}: n/a ({reason})")
 
 
 @command()

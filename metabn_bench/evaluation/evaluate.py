@@ -27,7 +27,12 @@ from metabn_bench.data.specs import load_split
 from metabn_bench.data.store import CorruptedSet, open_set
 from metabn_bench.device import autocast, resolve_device
 from metabn_bench.errors import UserError
-from metabn_bench.evaluation.protocols import PROTOCOLS, make_protocol, parse_protocol
+from metabn_bench.evaluation.protocols import (
+    PROTOCOLS,
+    NotApplicableError,
+    make_protocol,
+    parse_protocol,
+)
 from metabn_bench.evaluation.trained import load_trained
 from metabn_bench.runs import EVAL_FILE
 
@@ -88,7 +93,15 @@ def evaluate(run_dir: str | Path, corrupted: str | Path, protocols: tuple[str, .
             todo = [c for c in cells if _key_of(cset.set_id, spec, bs, *c) not in done]
             if not todo:
                 continue
-            evaluator = Evaluator(run_dir, dev, spec)
+            try:
+                evaluator = Evaluator(run_dir, dev, spec)
+            except NotApplicableError as exc:
+                # Recorded, not skipped: the table shows n/a with the reason instead of a gap
+                # or a silent copy of `none`.
+                na = [_not_applicable_row(cfg, run_dir, cset, spec, bs, *c, str(exc)) for c in todo]
+                rows = _merge(runs.read_eval_rows(run_dir / EVAL_FILE), [*rows, *na])
+                fsio.write_jsonl(run_dir / EVAL_FILE, rows)
+                continue
             bar = tqdm(todo, desc=f"evaluate {cfg.method} [{spec}]", unit="cell",
                        disable=not progress, leave=False, dynamic_ncols=True)
             for corruption, severity in bar:
@@ -179,4 +192,21 @@ def _row(cfg: Any, run_dir: Path, cset: CorruptedSet, spec: str, ev: Evaluator, 
         "protocol": spec, "protocol_options": ev.protocol.describe(),
         "test_batch_size": bs, "reset": "per cell", "seconds": round(seconds, 3),
         "per_image": True,
+    }
+
+
+def _not_applicable_row(cfg: Any, run_dir: Path, cset: CorruptedSet, spec: str, bs: int,
+                        corruption: str, severity: int, reason: str) -> dict[str, Any]:
+    """A cell's row for a protocol that does not apply to the run: the cell's identity,
+    `applicable` false and the reason; errors, error and seconds are null."""
+    manifest = cset.manifest or {}
+    return {
+        "run_id": run_dir.name, "method": cfg.method, "arch": cfg.arch,
+        "dataset": cfg.data.dataset, "data_source": cset.source, "seed": cfg.seed,
+        "set_id": cset.set_id, "size_preset": manifest.get("preset", "released"),
+        "corruption": corruption, "severity": severity,
+        "group": "clean" if corruption == "clean" else cnames.group_of(corruption),
+        "n": cset.n, "errors": None, "error": None, "protocol": spec,
+        "protocol_options": {}, "test_batch_size": bs, "reset": "per cell", "seconds": None,
+        "per_image": False, "applicable": False, "reason": reason,
     }

@@ -26,6 +26,22 @@ Forward = Callable[[Tensor], Tensor]  # [0, 1] images -> logits (normalisation i
 PROTOCOLS: Registry[type[Protocol]] = Registry("test-time protocol")
 
 
+class NotApplicableError(UserError):
+    """A protocol that has nothing to act on in this model (no BatchNorm2d layers to adapt,
+    as with the batch-independent norms `gn`); one line, naming the protocol and the reason.
+    `evaluate` records it as rows marked not applicable instead of failing."""
+
+
+def require_bn_layers(name: str, model: nn.Module) -> list[nn.BatchNorm2d]:
+    """The model's BatchNorm2d layers, or NotApplicableError when it has none."""
+    layers = bn_layers(model)
+    if not layers:
+        raise NotApplicableError(f"protocol '{name}' is not applicable to this model: it has no "
+                            "BatchNorm2d layers, so no batch statistics to adapt (a "
+                            "batch-independent norm such as gn); evaluate it with 'none'")
+    return layers
+
+
 def bn_layers(model: nn.Module) -> list[nn.BatchNorm2d]:
     """The BatchNorm2d layers (and subclasses such as Meta-BN) that protocols adapt."""
     return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
@@ -86,9 +102,7 @@ class BNAdapt(Protocol):
         if prior < 0:
             raise UserError(f"bn prior must be >= 0, got {prior}")
         self.prior = float(prior)
-        self.layers = bn_layers(model)
-        if not self.layers:
-            raise UserError("protocol 'bn' needs a model with BatchNorm2d layers")
+        self.layers = require_bn_layers(self.name, model)
         self.source = [(m.running_mean.clone(), m.running_var.clone()) for m in self.layers]
         self.handles = [m.register_forward_pre_hook(self._hook) for m in self.layers]
         self._index = {id(m): i for i, m in enumerate(self.layers)}
@@ -121,9 +135,7 @@ class Tent(Protocol):
     def __init__(self, model: nn.Module, forward: Forward, lr: float = 1e-3, steps: int = 1) -> None:
         super().__init__(model, forward)
         self.lr, self.steps = float(lr), int(steps)
-        self.layers = bn_layers(model)
-        if not self.layers:
-            raise UserError("protocol 'tent' needs a model with BatchNorm2d layers")
+        self.layers = require_bn_layers(self.name, model)
         for p in model.parameters():
             p.requires_grad_(False)
         params = []
@@ -134,6 +146,13 @@ class Tent(Protocol):
                 m.weight.requires_grad_(True)
                 m.bias.requires_grad_(True)
                 params += [m.weight, m.bias]
+        # A norm layer whose per-channel affine lives around its BatchNorm2d (BGN: a per-group
+        # BatchNorm without affine) exposes it through `affine_parameters()`: Tent adapts it too.
+        for m in model.modules():
+            if hasattr(m, "affine_parameters"):
+                for p in m.affine_parameters():
+                    p.requires_grad_(True)
+                    params.append(p)
         self.optimizer = torch.optim.Adam(params, lr=self.lr, betas=(0.9, 0.999), weight_decay=0.0)
         self.snapshot = copy.deepcopy(model.state_dict())
         self.opt_snapshot = copy.deepcopy(self.optimizer.state_dict())

@@ -21,6 +21,11 @@ from metabn_bench.methods import crossnorm  # noqa: F401
 from metabn_bench.methods import cnsn  # noqa: F401
 from metabn_bench.methods import splitbn  # noqa: F401
 from metabn_bench.methods import metabn  # noqa: F401
+from metabn_bench.methods import gn  # noqa: F401
+from metabn_bench.methods import ibn  # noqa: F401
+from metabn_bench.methods import bgn  # noqa: F401
+from metabn_bench.methods import iebn  # noqa: F401
+from metabn_bench.methods import proxy_norm  # noqa: F401
 # isort: on
 from metabn_bench.methods.base import Batch, Method, Prerequisite, StepResult
 from metabn_bench.methods.registry import METHODS

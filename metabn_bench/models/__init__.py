@@ -9,6 +9,7 @@ from torch import nn
 
 from metabn_bench.models import (
     metabn,  # noqa: F401  (registers the 'metabn' norm layer)
+    proxy_norm,  # noqa: F401  (registers the proxy_norm norm)
     split_bn,  # noqa: F401  (registers the split_bn norm)
 )
 from metabn_bench.models.common import Classifier

@@ -42,3 +42,10 @@ class Classifier(nn.Module):
 def make_unit(unit: UnitFactory | None, channels: int, active: bool) -> nn.Module:
     """The per-block extra module, or Identity where the method puts none."""
     return unit(channels) if unit is not None and active else nn.Identity()
+
+
+def norm_relu(norm: nn.Module, x: Tensor) -> Tensor:
+    """relu(norm(x)), or the norm layer's own `forward_activated` where it normalises after the
+    activation (Proxy Norm), so every architecture hands it the pre-activation input."""
+    fused = getattr(norm, "forward_activated", None)
+    return fused(x) if fused is not None else torch.relu(norm(x))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metabn_bench.models.common import Classifier, make_unit
+from metabn_bench.models.common import Classifier, make_unit, norm_relu
 from metabn_bench.models.norms import NormFactory, UnitFactory
 
 
@@ -31,7 +31,7 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.unit_pre(x)
-        o = F.relu(self.bn1(self.conv1(x)))
+        o = norm_relu(self.bn1, self.conv1(x))
         o = self.bn2(self.conv2(o))
         return self.unit_post(F.relu(o + self.shortcut(x)))
 
@@ -54,10 +54,10 @@ class PreActBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.unit_pre(x)
-        o = F.relu(self.bn1(x))
+        o = norm_relu(self.bn1, x)
         residual = x if self.shortcut is None else self.shortcut(o)
         o = self.conv1(o)
-        o = self.conv2(F.relu(self.bn2(o)))
+        o = self.conv2(norm_relu(self.bn2, o))
         return self.unit_post(o + residual)
 
 
@@ -87,6 +87,6 @@ class ResNet(Classifier):
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.conv1(x)
         if not self.preact:
-            x = F.relu(self.bn1(x))
+            x = norm_relu(self.bn1, x)
         x = self.blocks(x)
-        return F.relu(self.bn_final(x)) if self.preact else x
+        return norm_relu(self.bn_final, x) if self.preact else x

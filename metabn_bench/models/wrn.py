@@ -5,10 +5,9 @@ WRN-d-k: (d - 4) / 6 blocks per stage, widths 16k, 32k, 64k; no dropout. Takes a
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metabn_bench.models.common import Classifier, make_unit
+from metabn_bench.models.common import Classifier, make_unit, norm_relu
 from metabn_bench.models.norms import NormFactory, UnitFactory
 
 
@@ -29,11 +28,11 @@ class WideBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.unit_pre(x)
-        o = F.relu(self.bn1(x))
+        o = norm_relu(self.bn1, x)
         # The projection shortcut reads the pre-activated input, as in the reference WRN code.
         residual = x if self.shortcut is None else self.shortcut(o)
         o = self.conv1(o)
-        o = self.conv2(F.relu(self.bn2(o)))
+        o = self.conv2(norm_relu(self.bn2, o))
         return self.unit_post(o + residual)
 
 
@@ -60,4 +59,4 @@ class WideResNet(Classifier):
         self.init_weights()
 
     def forward_features(self, x: Tensor) -> Tensor:
-        return F.relu(self.bn(self.blocks(self.conv1(x))))
+        return norm_relu(self.bn, self.blocks(self.conv1(x)))

@@ -26,7 +26,7 @@ from metabn_bench.reporting.model import Report
 from metabn_bench.reporting.published import METRICS, published_rows
 from metabn_bench.reporting.sections import report_sections
 from metabn_bench.reporting.views import fmt
-from metabn_bench.runs import EVAL_FILE, read_eval_rows
+from metabn_bench.runs import EVAL_FILE, is_applicable, read_eval_rows
 
 FORMATS = ("markdown", "latex", "csv", "json", "html")
 FORMATS_EXT = {"markdown": "md", "latex": "tex"}  # file extensions that differ from the name
@@ -44,6 +44,7 @@ class Collected:
     rows: list[dict[str, Any]] = field(default_factory=list)
     vectors: per_image.PerImage = field(default_factory=dict)
     unfinished: list[dict[str, Any]] = field(default_factory=list)
+    not_applicable: list[dict[str, Any]] = field(default_factory=list)  # n/a rows: no metric
 
 
 def collect(paths: list[str | Path]) -> Collected:
@@ -65,6 +66,8 @@ def collect(paths: list[str | Path]) -> Collected:
                             "run metabn-bench evaluate first")
         for file in found:
             rows = read_eval_rows(file)
+            out.not_applicable += [r for r in rows if not is_applicable(r)]
+            rows = [r for r in rows if is_applicable(r)]  # no error: skipped by every metric
             out.rows += rows
             out.vectors.update(per_image.load_run(file.parent, rows))
     return out
