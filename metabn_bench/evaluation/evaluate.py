@@ -5,13 +5,16 @@ an interrupted evaluation resumes at the next cell. Rows carry everything needed
 them later without the run directory: run id, method, arch, dataset and data source, seed,
 corrupted-set id and size preset, protocol and its options, test batch size and the reset.
 Which images of a cell were classified correctly goes, bit-packed, to RUN_DIR/per_image.npz
-(see data/per_image.py) just before the row that announces it (`"per_image": true`).
+(see data/per_image.py) just before the row that announces it (`"per_image": true`), with each
+image's confidence (maximum softmax probability). Each row also carries the cell's calibration:
+`ece` (%), `nll` and `brier` (evaluation/calibration.py).
 """
 
 from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from metabn_bench.data.specs import load_split
 from metabn_bench.data.store import CorruptedSet, open_set
 from metabn_bench.device import autocast, resolve_device
 from metabn_bench.errors import UserError
+from metabn_bench.evaluation.calibration import CellCalibration, confidences_array
 from metabn_bench.evaluation.protocols import PROTOCOLS, make_protocol, parse_protocol
 from metabn_bench.evaluation.trained import load_trained
 from metabn_bench.runs import EVAL_FILE
@@ -94,12 +98,13 @@ def evaluate(run_dir: str | Path, corrupted: str | Path, protocols: tuple[str, .
             for corruption, severity in bar:
                 images = clean if corruption == "clean" else cset.cell(corruption, severity)
                 t0 = time.perf_counter()
-                correct = evaluator.correct(images, cset.labels, bs)
+                cell = evaluator.cell(images, cset.labels, bs)
                 seconds = time.perf_counter() - t0
                 # The vector is on disk before the row that announces it (both writes atomic).
-                vectors.put(_key_of(cset.set_id, spec, bs, corruption, severity), correct)
+                vectors.put(_key_of(cset.set_id, spec, bs, corruption, severity), cell.correct,
+                            cell.confidence)
                 row = _row(cfg, run_dir, cset, spec, evaluator, bs, corruption, severity,
-                           int((~correct).sum()), seconds)
+                           int((~cell.correct).sum()), seconds) | cell.calibration
                 rows = _merge(runs.read_eval_rows(run_dir / EVAL_FILE), [*rows, row])
                 fsio.write_jsonl(run_dir / EVAL_FILE, rows)
     return [r for r in rows if r["set_id"] == cset.set_id]
@@ -154,16 +159,34 @@ class Evaluator:
 
     def correct(self, images: np.ndarray, labels: np.ndarray, batch_size: int) -> np.ndarray:
         """Which images of one cell are classified correctly (state reset first), as bools."""
+        return self.cell(images, labels, batch_size).correct
+
+    def cell(self, images: np.ndarray, labels: np.ndarray, batch_size: int) -> CellResult:
+        """One cell (state reset first): per-image correctness and confidence, calibration."""
         self.method.reset()
         self.protocol.reset()
         y_all = torch.from_numpy(np.array(labels, dtype=np.int64)).to(self.device)
-        hits = []
+        hits, confs = [], []
+        calibration = CellCalibration()
         pos = 0
         for batch in batches(images, batch_size, self.device):
             logits = self.protocol.predict(to_float(batch, self.fmt))
-            hits.append(logits.argmax(1) == y_all[pos:pos + batch.shape[0]])
+            y = y_all[pos:pos + batch.shape[0]]
+            hits.append(logits.argmax(1) == y)
+            confs.append(calibration.update(logits, y))
             pos += batch.shape[0]
-        return torch.cat(hits).cpu().numpy()  # one transfer per cell, not per batch
+        # One transfer per cell, not per batch.
+        return CellResult(torch.cat(hits).cpu().numpy(), confidences_array(torch.cat(confs)),
+                          calibration.result())
+
+
+@dataclass
+class CellResult:
+    """What one evaluated cell gives: per-image correctness and confidence, and calibration."""
+
+    correct: np.ndarray  # bool per image
+    confidence: np.ndarray  # float16 maximum softmax probability per image
+    calibration: dict[str, Any]  # ece (%), nll, brier, calibration_bins
 
 
 def _row(cfg: Any, run_dir: Path, cset: CorruptedSet, spec: str, ev: Evaluator, bs: int,
