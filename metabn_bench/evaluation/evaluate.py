@@ -32,6 +32,15 @@ from metabn_bench.device import autocast, resolve_device
 from metabn_bench.errors import UserError
 from metabn_bench.evaluation.calibration import CellCalibration, confidences_array
 from metabn_bench.evaluation.protocols import PROTOCOLS, make_protocol, parse_protocol
+from metabn_bench.evaluation.streams import (
+    DEFAULT_RESET,
+    DEFAULT_STREAM,
+    check_stream,
+    parse_reset,
+    plan,
+    run_stream,
+    stream_label,
+)
 from metabn_bench.evaluation.trained import load_trained
 from metabn_bench.runs import EVAL_FILE
 
@@ -58,12 +67,18 @@ def cells_of(cset: CorruptedSet, extras: bool) -> list[tuple[str, int]]:
 
 def evaluate(run_dir: str | Path, corrupted: str | Path, protocols: tuple[str, ...] = ("none",),
              batch_size: int = 0, extras: bool = False, device: str = "auto",
-             verify: bool = True, progress: bool = True) -> list[dict[str, Any]]:
+             verify: bool = True, progress: bool = True, stream: str = DEFAULT_STREAM,
+             reset: str = DEFAULT_RESET, stream_seed: int = 0,
+             dirichlet_delta: float = 0.1) -> list[dict[str, Any]]:
     """Evaluate a finished run; returns all of its rows for this corrupted set.
 
     The run directory is locked meanwhile (a second `evaluate` on it stops at once with a
     one-line error), and each new row is merged into the rows on disk, never over them.
+    `stream` and `reset` (evaluation/streams.py) other than per-cell / cell run every cell of a
+    protocol as one stream, written when it ends, under the protocol name `stream_label` gives.
     """
+    policy = parse_reset(reset)
+    check_stream(stream, dirichlet_delta, policy)
     run_dir = Path(run_dir)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
         raise UserError(f"--batch-size is {batch_size!r}; valid: an integer >= 0 "
@@ -89,10 +104,31 @@ def evaluate(run_dir: str | Path, corrupted: str | Path, protocols: tuple[str, .
         cells = cells_of(cset, extras)
         for spec in protocols:
             bs = batch_size or PROTOCOLS.get(parse_protocol(spec)[0]).default_batch_size
-            todo = [c for c in cells if _key_of(cset.set_id, spec, bs, *c) not in done]
+            label = stream_label(spec, stream, policy, stream_seed, dirichlet_delta)
+            todo = [c for c in cells if _key_of(cset.set_id, label, bs, *c) not in done]
             if not todo:
                 continue
             evaluator = Evaluator(run_dir, dev, spec)
+            if label != spec:
+                # A stream is one unit: every cell again, the rows when it ends.
+                t0 = time.perf_counter()
+                steps = plan(stream, policy, cells, cset.n, cset.labels, bs, stream_seed,
+                             dirichlet_delta)
+                got = run_stream(evaluator, lambda c: clean if c[0] == "clean" else cset.cell(*c),
+                                 cells, cset.labels, steps)
+                seconds = (time.perf_counter() - t0) / len(cells)
+                extra = {"stream": stream, "reset": policy.label(), "stream_seed": stream_seed}
+                if stream == "dirichlet":
+                    extra["dirichlet_delta"] = dirichlet_delta
+                new = []
+                for (corruption, severity), cell in got.items():
+                    vectors.put(_key_of(cset.set_id, label, bs, corruption, severity),
+                                cell.correct, cell.confidence)
+                    new.append(_row(cfg, run_dir, cset, label, evaluator, bs, corruption, severity,
+                                    int((~cell.correct).sum()), seconds) | cell.calibration | extra)
+                rows = _merge(runs.read_eval_rows(run_dir / EVAL_FILE), [*rows, *new])
+                fsio.write_jsonl(run_dir / EVAL_FILE, rows)
+                continue
             bar = tqdm(todo, desc=f"evaluate {cfg.method} [{spec}]", unit="cell",
                        disable=not progress, leave=False, dynamic_ncols=True)
             for corruption, severity in bar:
@@ -200,6 +236,7 @@ def _row(cfg: Any, run_dir: Path, cset: CorruptedSet, spec: str, ev: Evaluator, 
         "group": "clean" if corruption == "clean" else cnames.group_of(corruption),
         "n": cset.n, "errors": errors, "error": 100.0 * errors / cset.n,
         "protocol": spec, "protocol_options": ev.protocol.describe(),
-        "test_batch_size": bs, "reset": "per cell", "seconds": round(seconds, 3),
+        "test_batch_size": bs, "reset": "per cell", "stream": DEFAULT_STREAM,
+        "seconds": round(seconds, 3),
         "per_image": True,
     }
