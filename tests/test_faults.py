@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -254,20 +253,21 @@ def test_evaluate_merges_rows_written_meanwhile(
     from metabn_bench.evaluation import evaluate as ev
 
     run = tmp_path / "run"
-    shutil.copytree(trained_run, run)
+    # Without the shared fixture's rows: every cell must really be evaluated here.
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("eval.jsonl", "per_image.npz"))
     foreign = {"set_id": "other-set", "protocol": "none", "test_batch_size": 1,
                "corruption": "clean", "severity": 0, "method": "x", "errors": 0}
-    original = ev.Evaluator.correct
+    original = ev.Evaluator.cell
     calls = {"n": 0}
 
-    def correct(self: object, *args: object) -> np.ndarray:
+    def cell(self: object, *args: object) -> ev.CellResult:
         calls["n"] += 1
         if calls["n"] == 3:
             rows = fsio.read_jsonl(run / "eval.jsonl")
             fsio.write_jsonl(run / "eval.jsonl", [*rows, foreign])
         return original(self, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(ev.Evaluator, "correct", correct)
+    monkeypatch.setattr(ev.Evaluator, "cell", cell)
     evaluate(run, corrupted_set, ("none",), device="cpu", progress=False)
     rows = fsio.read_jsonl(run / "eval.jsonl")
     assert foreign in rows and len(rows) == 1 + 1 + 4 * 5

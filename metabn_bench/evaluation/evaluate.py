@@ -5,13 +5,16 @@ an interrupted evaluation resumes at the next cell. Rows carry everything needed
 them later without the run directory: run id, method, arch, dataset and data source, seed,
 corrupted-set id and size preset, protocol and its options, test batch size and the reset.
 Which images of a cell were classified correctly goes, bit-packed, to RUN_DIR/per_image.npz
-(see data/per_image.py) just before the row that announces it (`"per_image": true`).
+(see data/per_image.py) just before the row that announces it (`"per_image": true`), with each
+image's confidence (maximum softmax probability). Each row also carries the cell's calibration:
+`ece` (%), `nll` and `brier` (evaluation/calibration.py).
 """
 
 from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +30,21 @@ from metabn_bench.data.specs import load_split
 from metabn_bench.data.store import CorruptedSet, open_set
 from metabn_bench.device import autocast, resolve_device
 from metabn_bench.errors import UserError
+from metabn_bench.evaluation.calibration import CellCalibration, confidences_array
 from metabn_bench.evaluation.protocols import (
     PROTOCOLS,
     NotApplicableError,
     make_protocol,
     parse_protocol,
+)
+from metabn_bench.evaluation.streams import (
+    DEFAULT_RESET,
+    DEFAULT_STREAM,
+    check_stream,
+    parse_reset,
+    plan,
+    run_stream,
+    stream_label,
 )
 from metabn_bench.evaluation.trained import load_trained
 from metabn_bench.runs import EVAL_FILE
@@ -59,12 +72,18 @@ def cells_of(cset: CorruptedSet, extras: bool) -> list[tuple[str, int]]:
 
 def evaluate(run_dir: str | Path, corrupted: str | Path, protocols: tuple[str, ...] = ("none",),
              batch_size: int = 0, extras: bool = False, device: str = "auto",
-             verify: bool = True, progress: bool = True) -> list[dict[str, Any]]:
+             verify: bool = True, progress: bool = True, stream: str = DEFAULT_STREAM,
+             reset: str = DEFAULT_RESET, stream_seed: int = 0,
+             dirichlet_delta: float = 0.1) -> list[dict[str, Any]]:
     """Evaluate a finished run; returns all of its rows for this corrupted set.
 
     The run directory is locked meanwhile (a second `evaluate` on it stops at once with a
     one-line error), and each new row is merged into the rows on disk, never over them.
+    `stream` and `reset` (evaluation/streams.py) other than per-cell / cell run every cell of a
+    protocol as one stream, written when it ends, under the protocol name `stream_label` gives.
     """
+    policy = parse_reset(reset)
+    check_stream(stream, dirichlet_delta, policy)
     run_dir = Path(run_dir)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
         raise UserError(f"--batch-size is {batch_size!r}; valid: an integer >= 0 "
@@ -90,7 +109,8 @@ def evaluate(run_dir: str | Path, corrupted: str | Path, protocols: tuple[str, .
         cells = cells_of(cset, extras)
         for spec in protocols:
             bs = batch_size or PROTOCOLS.get(parse_protocol(spec)[0]).default_batch_size
-            todo = [c for c in cells if _key_of(cset.set_id, spec, bs, *c) not in done]
+            label = stream_label(spec, stream, policy, stream_seed, dirichlet_delta)
+            todo = [c for c in cells if _key_of(cset.set_id, label, bs, *c) not in done]
             if not todo:
                 continue
             try:
@@ -98,8 +118,28 @@ def evaluate(run_dir: str | Path, corrupted: str | Path, protocols: tuple[str, .
             except NotApplicableError as exc:
                 # Recorded, not skipped: the table shows n/a with the reason instead of a gap
                 # or a silent copy of `none`.
-                na = [_not_applicable_row(cfg, run_dir, cset, spec, bs, *c, str(exc)) for c in todo]
+                na = [_not_applicable_row(cfg, run_dir, cset, label, bs, *c, str(exc)) for c in todo]
                 rows = _merge(runs.read_eval_rows(run_dir / EVAL_FILE), [*rows, *na])
+                fsio.write_jsonl(run_dir / EVAL_FILE, rows)
+                continue
+            if label != spec:
+                # A stream is one unit: every cell again, the rows when it ends.
+                t0 = time.perf_counter()
+                steps = plan(stream, policy, cells, cset.n, cset.labels, bs, stream_seed,
+                             dirichlet_delta)
+                got = run_stream(evaluator, lambda c: clean if c[0] == "clean" else cset.cell(*c),
+                                 cells, cset.labels, steps)
+                seconds = (time.perf_counter() - t0) / len(cells)
+                extra = {"stream": stream, "reset": policy.label(), "stream_seed": stream_seed}
+                if stream == "dirichlet":
+                    extra["dirichlet_delta"] = dirichlet_delta
+                new = []
+                for (corruption, severity), cell in got.items():
+                    vectors.put(_key_of(cset.set_id, label, bs, corruption, severity),
+                                cell.correct, cell.confidence)
+                    new.append(_row(cfg, run_dir, cset, label, evaluator, bs, corruption, severity,
+                                    int((~cell.correct).sum()), seconds) | cell.calibration | extra)
+                rows = _merge(runs.read_eval_rows(run_dir / EVAL_FILE), [*rows, *new])
                 fsio.write_jsonl(run_dir / EVAL_FILE, rows)
                 continue
             bar = tqdm(todo, desc=f"evaluate {cfg.method} [{spec}]", unit="cell",
@@ -107,12 +147,13 @@ def evaluate(run_dir: str | Path, corrupted: str | Path, protocols: tuple[str, .
             for corruption, severity in bar:
                 images = clean if corruption == "clean" else cset.cell(corruption, severity)
                 t0 = time.perf_counter()
-                correct = evaluator.correct(images, cset.labels, bs)
+                cell = evaluator.cell(images, cset.labels, bs)
                 seconds = time.perf_counter() - t0
                 # The vector is on disk before the row that announces it (both writes atomic).
-                vectors.put(_key_of(cset.set_id, spec, bs, corruption, severity), correct)
+                vectors.put(_key_of(cset.set_id, spec, bs, corruption, severity), cell.correct,
+                            cell.confidence)
                 row = _row(cfg, run_dir, cset, spec, evaluator, bs, corruption, severity,
-                           int((~correct).sum()), seconds)
+                           int((~cell.correct).sum()), seconds) | cell.calibration
                 rows = _merge(runs.read_eval_rows(run_dir / EVAL_FILE), [*rows, row])
                 fsio.write_jsonl(run_dir / EVAL_FILE, rows)
     return [r for r in rows if r["set_id"] == cset.set_id]
@@ -167,16 +208,34 @@ class Evaluator:
 
     def correct(self, images: np.ndarray, labels: np.ndarray, batch_size: int) -> np.ndarray:
         """Which images of one cell are classified correctly (state reset first), as bools."""
+        return self.cell(images, labels, batch_size).correct
+
+    def cell(self, images: np.ndarray, labels: np.ndarray, batch_size: int) -> CellResult:
+        """One cell (state reset first): per-image correctness and confidence, calibration."""
         self.method.reset()
         self.protocol.reset()
         y_all = torch.from_numpy(np.array(labels, dtype=np.int64)).to(self.device)
-        hits = []
+        hits, confs = [], []
+        calibration = CellCalibration()
         pos = 0
         for batch in batches(images, batch_size, self.device):
             logits = self.protocol.predict(to_float(batch, self.fmt))
-            hits.append(logits.argmax(1) == y_all[pos:pos + batch.shape[0]])
+            y = y_all[pos:pos + batch.shape[0]]
+            hits.append(logits.argmax(1) == y)
+            confs.append(calibration.update(logits, y))
             pos += batch.shape[0]
-        return torch.cat(hits).cpu().numpy()  # one transfer per cell, not per batch
+        # One transfer per cell, not per batch.
+        return CellResult(torch.cat(hits).cpu().numpy(), confidences_array(torch.cat(confs)),
+                          calibration.result())
+
+
+@dataclass
+class CellResult:
+    """What one evaluated cell gives: per-image correctness and confidence, and calibration."""
+
+    correct: np.ndarray  # bool per image
+    confidence: np.ndarray  # float16 maximum softmax probability per image
+    calibration: dict[str, Any]  # ece (%), nll, brier, calibration_bins
 
 
 def _row(cfg: Any, run_dir: Path, cset: CorruptedSet, spec: str, ev: Evaluator, bs: int,
@@ -190,7 +249,8 @@ def _row(cfg: Any, run_dir: Path, cset: CorruptedSet, spec: str, ev: Evaluator, 
         "group": "clean" if corruption == "clean" else cnames.group_of(corruption),
         "n": cset.n, "errors": errors, "error": 100.0 * errors / cset.n,
         "protocol": spec, "protocol_options": ev.protocol.describe(),
-        "test_batch_size": bs, "reset": "per cell", "seconds": round(seconds, 3),
+        "test_batch_size": bs, "reset": "per cell", "stream": DEFAULT_STREAM,
+        "seconds": round(seconds, 3),
         "per_image": True,
     }
 

@@ -29,4 +29,5 @@ class Report:
     published: list[dict[str, Any]]  # published numbers whose setting matches
     baseline: str  # the method the deltas are taken against
     vectors: PerImage  # per-image correctness of the reported rows
+    confidences: PerImage = field(default_factory=dict)  # per-image confidence, where stored
     images: list[tuple[str, str | Path]] = field(default_factory=list)  # (caption, picture)

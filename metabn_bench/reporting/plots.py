@@ -5,7 +5,9 @@
 - error_vs_severity_<protocol>.png: mean error over the common corruptions at each severity
   (0 = clean), one line per method, band = std over seeds;
 - clean_vs_corrupted.png: clean error against CIFAR mCE, one point per (method, protocol),
-  error bars = std over seeds.
+  error bars = std over seeds;
+- reliability_<protocol>.png: reliability diagrams, clean vs severity 5, from the stored per-image
+  confidences (reporting/calibration.py; only when evaluation stored them).
 PNG metadata carries no software version or date, so the same numbers give the same bytes
 under the same matplotlib.
 """
@@ -21,6 +23,7 @@ from matplotlib.figure import Figure
 
 from metabn_bench import fsio
 from metabn_bench.corruptions import names as cnames
+from metabn_bench.reporting.calibration import reliability_diagram
 from metabn_bench.reporting.metrics import corruption_stats, severity_table
 from metabn_bench.reporting.model import Report
 
@@ -128,4 +131,9 @@ def write_plots(report: Report, out_dir: str | Path) -> list[tuple[str, Path]]:
         made.append((f"Error vs severity, protocol {protocol}",
                      severity_curves(report, protocol, out / f"error_vs_severity_{_slug(protocol)}.png")))
     made.append(("Clean vs corrupted error", clean_vs_corrupted(report, out / "clean_vs_corrupted.png")))
+    for protocol in dict.fromkeys(r["protocol"] for r in report.rows):
+        fig = reliability_diagram(report, protocol)
+        if fig is not None:
+            made.append((f"Reliability, clean vs severity 5, protocol {protocol}",
+                         _save(fig, out / f"reliability_{_slug(protocol)}.png")))
     return [(caption, path) for caption, path in made if path is not None]

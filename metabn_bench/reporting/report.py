@@ -43,6 +43,7 @@ class Collected:
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     vectors: per_image.PerImage = field(default_factory=dict)
+    confidences: per_image.PerImage = field(default_factory=dict)
     unfinished: list[dict[str, Any]] = field(default_factory=list)
     not_applicable: list[dict[str, Any]] = field(default_factory=list)  # n/a rows: no metric
 
@@ -58,6 +59,7 @@ def collect(paths: list[str | Path]) -> Collected:
             rows = _rows_from_csv(csv)
             out.rows += rows
             out.vectors.update(per_image.load_results(csv.parent, rows))
+            out.confidences.update(per_image.load_results_confidences(csv.parent, rows))
             continue
         found = [path / EVAL_FILE] if (path / EVAL_FILE).is_file() else sorted(path.rglob(EVAL_FILE))
         out.unfinished += run_status([path])
@@ -70,6 +72,7 @@ def collect(paths: list[str | Path]) -> Collected:
             rows = [r for r in rows if is_applicable(r)]  # no error: skipped by every metric
             out.rows += rows
             out.vectors.update(per_image.load_run(file.parent, rows))
+            out.confidences.update(per_image.load_run_confidences(file.parent, rows))
     return out
 
 
@@ -164,7 +167,8 @@ def _attach(rows: list[dict[str, Any]], comparisons: list[stats.Comparison], bas
 def build_report(cell_rows: list[dict[str, Any]], provenance: dict[str, Any],
                  baseline: str = "vanilla", vectors: per_image.PerImage | None = None,
                  unfinished: list[dict[str, Any]] | None = None,
-                 resamples: int = stats.RESAMPLES) -> Report:
+                 resamples: int = stats.RESAMPLES,
+                 confidences: per_image.PerImage | None = None) -> Report:
     """Everything a report needs: the long frame, summary rows, comparisons, the summary document."""
     df = cells_frame(cell_rows)
     if df.empty:
@@ -177,6 +181,7 @@ def build_report(cell_rows: list[dict[str, Any]], provenance: dict[str, Any],
         vectors = {k: v for k, v in vectors.items() if k in keys}  # only the rows reported
     else:
         vectors = {}
+    confidences = {k: v for k, v in (confidences or {}).items() if k in vectors}
     rows = summary_rows(df, baseline)
     reference = normalization_reference(df, baseline)
     comparisons = stats.paired_comparisons(df, vectors, baseline, resamples)
@@ -194,7 +199,8 @@ def build_report(cell_rows: list[dict[str, Any]], provenance: dict[str, Any],
     }
     return Report(frame=df, rows=rows, summary=summary_document(rows, provenance, extra),
                   comparisons=comparisons, missing=missing, unfinished=list(unfinished or []),
-                  published=published, baseline=baseline, vectors=vectors)
+                  published=published, baseline=baseline, vectors=vectors,
+                  confidences=confidences)
 
 
 def report_from_paths(paths: list[str | Path], baseline: str = "vanilla",
@@ -205,7 +211,7 @@ def report_from_paths(paths: list[str | Path], baseline: str = "vanilla",
     found = collect(paths)
     _check_baseline(baseline, found.rows, known_methods)
     report = build_report(found.rows, provenance_of([Path(p) for p in paths], found.rows), baseline,
-                          found.vectors, found.unfinished)
+                          found.vectors, found.unfinished, confidences=found.confidences)
     if plots_dir is not None:
         from metabn_bench.reporting.plots import write_plots
 
@@ -261,7 +267,7 @@ def write_results(report: Report, out_dir: str | Path, title: str,
     fsio.ensure_dir(out)
     fsio.write_text(out / "cells.csv", report.frame.to_csv(index=False))
     fsio.write_json(out / "summary.json", report.summary)
-    per_image.save_results(out, report.vectors)
+    per_image.save_results(out, report.vectors, report.confidences)
     if plots:
         from metabn_bench.reporting.plots import write_plots
 

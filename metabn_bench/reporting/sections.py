@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from metabn_bench.corruptions import names as cnames
 from metabn_bench.reporting import stats
+from metabn_bench.reporting.calibration import calibration_view
 from metabn_bench.reporting.document import Section
 from metabn_bench.reporting.model import Report
 from metabn_bench.reporting.published import load_published
@@ -37,6 +38,13 @@ def report_sections(report: Report, images: list[tuple[str, str]]) -> list[Secti
                     "corruptions x 5 severities); the normalised and relative mCE follow "
                     "ImageNet-C with the reference named in the header (100 = the reference)."]))
     sections.append(_comparison(report, baseline))
+    calib = calibration_view(frame)
+    if not calib.empty:
+        sections.append(Section("Calibration under shift", table=calib, paragraphs=[
+            "Expected calibration error (%, 15 equal-width confidence bins, Guo et al. 2017), "
+            "negative log-likelihood (nats) and Brier score, each the mean over a run's common "
+            "corruption cells (15 x 5 on a full set), then mean ± std over seeds; clean ECE for "
+            "reference."]))
     protocols = list(dict.fromkeys(r["protocol"] for r in rows))
     if len(protocols) > 1:
         sections.append(Section("Per test-time protocol: mCE (%)", table=protocol_view(rows, "mce")))
