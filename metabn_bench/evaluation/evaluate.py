@@ -238,8 +238,9 @@ class CellResult:
     calibration: dict[str, Any]  # ece (%), nll, brier, calibration_bins
 
 
-def _row(cfg: Any, run_dir: Path, cset: CorruptedSet, spec: str, ev: Evaluator, bs: int,
-         corruption: str, severity: int, errors: int, seconds: float) -> dict[str, Any]:
+def _cell_identity(cfg: Any, run_dir: Path, cset: CorruptedSet, corruption: str,
+                   severity: int) -> dict[str, Any]:
+    """The fields that say which run and which cell of which set a row is about."""
     manifest = cset.manifest or {}
     return {
         "run_id": run_dir.name, "method": cfg.method, "arch": cfg.arch,
@@ -247,7 +248,15 @@ def _row(cfg: Any, run_dir: Path, cset: CorruptedSet, spec: str, ev: Evaluator, 
         "set_id": cset.set_id, "size_preset": manifest.get("preset", "released"),
         "corruption": corruption, "severity": severity,
         "group": "clean" if corruption == "clean" else cnames.group_of(corruption),
-        "n": cset.n, "errors": errors, "error": 100.0 * errors / cset.n,
+        "n": cset.n,
+    }
+
+
+def _row(cfg: Any, run_dir: Path, cset: CorruptedSet, spec: str, ev: Evaluator, bs: int,
+         corruption: str, severity: int, errors: int, seconds: float) -> dict[str, Any]:
+    return {
+        **_cell_identity(cfg, run_dir, cset, corruption, severity),
+        "errors": errors, "error": 100.0 * errors / cset.n,
         "protocol": spec, "protocol_options": ev.protocol.describe(),
         "test_batch_size": bs, "reset": "per cell", "stream": DEFAULT_STREAM,
         "seconds": round(seconds, 3),
@@ -259,14 +268,9 @@ def _not_applicable_row(cfg: Any, run_dir: Path, cset: CorruptedSet, spec: str, 
                         corruption: str, severity: int, reason: str) -> dict[str, Any]:
     """A cell's row for a protocol that does not apply to the run: the cell's identity,
     `applicable` false and the reason; errors, error and seconds are null."""
-    manifest = cset.manifest or {}
     return {
-        "run_id": run_dir.name, "method": cfg.method, "arch": cfg.arch,
-        "dataset": cfg.data.dataset, "data_source": cset.source, "seed": cfg.seed,
-        "set_id": cset.set_id, "size_preset": manifest.get("preset", "released"),
-        "corruption": corruption, "severity": severity,
-        "group": "clean" if corruption == "clean" else cnames.group_of(corruption),
-        "n": cset.n, "errors": None, "error": None, "protocol": spec,
+        **_cell_identity(cfg, run_dir, cset, corruption, severity),
+        "errors": None, "error": None, "protocol": spec,
         "protocol_options": {}, "test_batch_size": bs, "reset": "per cell", "seconds": None,
         "per_image": False, "applicable": False, "reason": reason,
     }
