@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from metabn_bench.evaluation.metabn_eval import pin_source_statistics
 from metabn_bench.evaluation.protocols import make_protocol
 from metabn_bench.models import ARCHS, build_model
 from metabn_bench.models.aux_nets import AUX_NETS
@@ -117,14 +118,14 @@ def test_relative_statistics_follow_the_definition() -> None:
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_cache_sized_chunks_give_the_moments_of_the_whole_batch_bit_for_bit(
         channels_last: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    from metabn_bench.models import metabn
+    from metabn_bench.models import metabn_moments
 
     x = torch.randn(11, 5, 7, 7) * 3 + 1
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    whole = metabn.instance_moments(x, keep_grad=True)
-    monkeypatch.setattr(metabn, "_CHUNK_BYTES", 3 * 5 * 7 * 7 * 4)  # chunks of 3 samples
-    chunked = metabn.instance_moments(x)
+    whole = metabn_moments.instance_moments(x, keep_grad=True)
+    monkeypatch.setattr(metabn_moments, "_CHUNK_BYTES", 3 * 5 * 7 * 7 * 4)  # chunks of 3 samples
+    chunked = metabn_moments.instance_moments(x)
     for a, b in zip(whole, chunked):
         assert torch.equal(a.detach(), b)
     torch.testing.assert_close(chunked[1], x.var(dim=(2, 3), unbiased=False), **TOL)
@@ -230,8 +231,10 @@ def test_bn_adaptation_protocol_works_through_meta_bn() -> None:
         unadapted = model(x)
     protocol = make_protocol("bn", model, model)
     adapted = protocol.predict(x)
-    # Equivalent: every layer normalised with this batch's statistics (train-mode BN) and
-    # corrections relative to them; build it by setting each layer's running statistics.
+    # Equivalent: every layer normalised with this batch's statistics and its shift z measured
+    # against the source statistics; build it by pinning them, then setting each layer's
+    # running statistics to the batch's.
+    pin_source_statistics(reference_model)
     for m in meta_bn_layers(reference_model):
         m.register_forward_pre_hook(_set_running_to_batch)
     with torch.no_grad():

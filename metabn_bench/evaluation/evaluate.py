@@ -31,6 +31,7 @@ from metabn_bench.data.store import CorruptedSet, open_set
 from metabn_bench.device import autocast, resolve_device
 from metabn_bench.errors import UserError
 from metabn_bench.evaluation.calibration import CellCalibration, confidences_array
+from metabn_bench.evaluation.metabn_eval import static_corrections
 from metabn_bench.evaluation.protocols import (
     PROTOCOLS,
     NotApplicableError,
@@ -200,7 +201,8 @@ class Evaluator:
         self.method = run.method
         self.fmt = run.fmt
         self.model = run.model
-        self.protocol = make_protocol(spec, run.model, self._forward)
+        self.protocol = make_protocol(spec, run.model, self._forward, lambda n: static_corrections(
+            run_dir, run.model, self._forward, run.config, device, run.fmt, n))
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         with autocast(self.device, self.cfg.amp):
@@ -261,6 +263,7 @@ def _row(cfg: Any, run_dir: Path, cset: CorruptedSet, spec: str, ev: Evaluator, 
         "test_batch_size": bs, "reset": "per cell", "stream": DEFAULT_STREAM,
         "seconds": round(seconds, 3),
         "per_image": True,
+        **ev.protocol.row_fields(),
     }
 
 

@@ -8,6 +8,11 @@
   batch on the BatchNorm affine parameters to minimise the mean prediction entropy; the
   prediction is the forward pass before the update.
 Every protocol is reset to the trained model before each (corruption, severity) cell.
+
+For Meta-BN the protocol sets what the layers normalise with, never the reference of the shift
+z (the source statistics); rows say which (evaluation/metabn_eval.py). The option
+`control=zero-z|shuffle-z|static` (Meta-BN only; `static_images=N` for the static one) runs an
+evaluation-only attribution control under any protocol, e.g. `none:control=zero-z`.
 """
 
 from __future__ import annotations
@@ -20,9 +25,12 @@ import torch
 from torch import Tensor, nn
 
 from metabn_bench.errors import UserError
+from metabn_bench.evaluation import metabn_eval
 from metabn_bench.registry import Registry
 
 Forward = Callable[[Tensor], Tensor]  # [0, 1] images -> logits (normalisation included)
+StaticSource = Callable[[int], dict[str, list[list[float]]]]  # N images -> static corrections
+TEXT_OPTIONS = ("control",)  # protocol options whose value is a name, not a number
 PROTOCOLS: Registry[type[Protocol]] = Registry("test-time protocol")
 
 
@@ -74,9 +82,13 @@ class Protocol:
             raise UserError(f"protocol '{self.name}' takes no options; got {', '.join(options)}")
         self.model = model
         self.forward = forward
+        self.control: str | None = None  # a Meta-BN attribution control (make_protocol)
+        # Before anything adapts the running statistics: they are the source statistics.
+        metabn_eval.pin_source_statistics(model)
 
     def reset(self) -> None:
         """Return to the trained model (before each cell)."""
+        metabn_eval.restart_control(self.model)
 
     def predict(self, x: Tensor) -> Tensor:
         """Logits for a test batch of [0, 1] images."""
@@ -86,6 +98,11 @@ class Protocol:
     def describe(self) -> dict[str, Any]:
         """Options recorded in every result row."""
         return {}
+
+    def row_fields(self) -> dict[str, Any]:
+        """Fields beyond the options that every result row carries (Meta-BN: the z reference,
+        the normalisation statistics, the control, whether it is transductive)."""
+        return metabn_eval.row_fields(self.model, self.name, self.describe(), self.control)
 
 
 PROTOCOLS.add("none", Protocol)
@@ -117,6 +134,7 @@ class BNAdapt(Protocol):
         module.running_var.copy_(p * var_src + (1 - p) * var)
 
     def reset(self) -> None:
+        super().reset()
         for m, (mean, var) in zip(self.layers, self.source):
             m.running_mean.copy_(mean)
             m.running_var.copy_(var)
@@ -158,6 +176,7 @@ class Tent(Protocol):
         self.opt_snapshot = copy.deepcopy(self.optimizer.state_dict())
 
     def reset(self) -> None:
+        super().reset()
         self.model.load_state_dict(self.snapshot)
         self.optimizer.load_state_dict(self.opt_snapshot)
 
@@ -177,7 +196,8 @@ class Tent(Protocol):
 
 
 def parse_protocol(spec: str) -> tuple[str, dict[str, Any]]:
-    """'bn' -> ('bn', {}); 'bn:prior=16' -> ('bn', {'prior': 16.0})."""
+    """'bn' -> ('bn', {}); 'bn:prior=16' -> ('bn', {'prior': 16.0});
+    'none:control=zero-z' -> ('none', {'control': 'zero-z'})."""
     name, _, rest = spec.partition(":")
     PROTOCOLS.get(name)
     options: dict[str, Any] = {}
@@ -185,6 +205,10 @@ def parse_protocol(spec: str) -> tuple[str, dict[str, Any]]:
         key, sep, value = item.partition("=")
         if not sep:
             raise UserError(f"protocol option '{item}' must be key=value (for example bn:prior=16)")
+        if key in TEXT_OPTIONS:
+            metabn_eval.check_control(value)
+            options[key] = value
+            continue
         try:
             options[key] = float(value)
         except ValueError:
@@ -192,10 +216,34 @@ def parse_protocol(spec: str) -> tuple[str, dict[str, Any]]:
     return name, options
 
 
-def make_protocol(spec: str, model: nn.Module, forward: Forward) -> Protocol:
-    """Instantiate a protocol from 'name' or 'name:key=value,...'."""
+def make_protocol(spec: str, model: nn.Module, forward: Forward,
+                  static_source: StaticSource | None = None) -> Protocol:
+    """Instantiate a protocol from 'name' or 'name:key=value,...'.
+
+    `control` / `static_images` are Meta-BN's attribution controls, not the protocol's own
+    options; the static control takes its corrections from `static_source(static_images)`.
+    """
     name, options = parse_protocol(spec)
+    control = options.pop("control", None)
+    static_images = options.pop("static_images", None)
+    if static_images is not None and control != "static":
+        raise UserError("protocol option static_images is for control=static only")
+    static = None
+    if control is not None:
+        metabn_eval.require_corrected(model, control)
+    if control == "static":  # before the protocol adapts anything: the model as trained
+        n = metabn_eval.DEFAULT_STATIC_IMAGES if static_images is None else static_images
+        if n != int(n) or n < 1:
+            raise UserError(f"static_images is {n:g}; valid: an integer >= 1")
+        if static_source is None:
+            raise UserError("the static Meta-BN control needs a run's training images; "
+                            "use it through `evaluate`")
+        static = static_source(int(n))
     try:
-        return PROTOCOLS.get(name)(model, forward, **options)
+        protocol = PROTOCOLS.get(name)(model, forward, **options)
     except TypeError as exc:
         raise UserError(f"protocol '{name}': {exc}") from None
+    if control is not None:
+        metabn_eval.apply_control(model, control, static)
+        protocol.control = control
+    return protocol

@@ -7,8 +7,13 @@ public; every choice below is ours and is exposed as an option (see the README, 
 
 Per layer, for an input x (N, C, H, W):
 - normalise as BatchNorm2d does (batch statistics in training, running statistics in eval);
-- describe each sample by its statistics relative to the running statistics,
-  z = [(mu_i - running_mean) / sqrt(running_var + eps), log sigma_i - log sqrt(running_var + eps)];
+- describe each sample by its statistics relative to the reference statistics (m, v),
+  z = [(mu_i - m) / sqrt(v + eps), log sigma_i - log sqrt(v + eps)];
+  in training (m, v) are the running statistics; at test time they are the source statistics,
+  the running statistics as training left them, pinned by `pin_source_statistics` so that a
+  test-time protocol which changes what the layer normalises with (BN adaptation overwrites
+  the running statistics, Tent normalises with the batch's) does not change what z measures
+  the shift against (see evaluation/protocols.py for what each protocol means for Meta-BN);
 - the auxiliary net maps z to (dg, db), each bounded by `bound * tanh`;
 - output gamma * (1 + dg_i) * x_hat + beta + db_i.
 The auxiliary net's last layer starts at zero, so a fresh layer computes exactly BatchNorm2d.
@@ -28,6 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metabn_bench.models.aux_nets import AUX_NETS, SharedHypernet, make_aux_net
+from metabn_bench.models.metabn_control import CorrectionControl
+from metabn_bench.models.metabn_moments import instance_moments
 from metabn_bench.models.norms import NORMS, NormFactory
 
 STATS_SOURCES = ("instance", "batch")
@@ -55,6 +62,14 @@ class MetaBatchNorm2d(nn.BatchNorm2d):
         self.recorded: tuple[Tensor, Tensor] | None = None  # last training batch (mean, var)
         self.last_normalisation: tuple[Tensor, Tensor] | None = None  # what the last call used
         self.last_corrections: tuple[Tensor, Tensor] | None = None  # last (dg, db), detached
+        # The reference of z at test time (None: the running statistics). Not persistent: the
+        # source statistics are the saved running statistics, pinned after loading.
+        self.register_buffer("source_mean", None, persistent=False)
+        self.register_buffer("source_var", None, persistent=False)
+        self.control: CorrectionControl | None = None  # evaluation-only attribution control
+        # True inside `recording_statistics`: a training-mode pass records its batch statistics
+        # for a later meta-test pass and leaves the running statistics alone.
+        self.record_only = False
 
     def reset_norm_parameters(self) -> None:
         """gamma = 1, beta = 0 and a zero last auxiliary layer: the layer equals BatchNorm2d."""
@@ -79,7 +94,7 @@ class MetaBatchNorm2d(nn.BatchNorm2d):
             weight, bias = (self.weight, self.bias) if self.aux is None else (None, None)
             out = F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
         else:  # BatchNorm2d's training step: fused, updates the running statistics
-            factor = self._momentum_factor()
+            factor = 0.0 if self.record_only else self._momentum_factor()
             weight, bias = (self.weight, self.bias) if self.aux is None else (None, None)
             out, mean, inv_std = torch.native_batch_norm(
                 x, weight, bias, self.running_mean, self.running_var, True, factor, self.eps)
@@ -140,6 +155,13 @@ class MetaBatchNorm2d(nn.BatchNorm2d):
         return torch.addcmul(shift.view(n, c, 1, 1).to(x.dtype), x,
                              scale.view(n, c, 1, 1).to(x.dtype))
 
+    def z_reference(self) -> tuple[Tensor, Tensor]:
+        """(mean, var) that z is measured against: the pinned source statistics, or the
+        running statistics when none are pinned (training)."""
+        if self.source_mean is not None and self.source_var is not None:
+            return self.source_mean, self.source_var
+        return self.running_mean, self.running_var
+
     def _momentum_factor(self) -> float:
         """BatchNorm2d's update factor: momentum, or a cumulative average when it is None."""
         self.num_batches_tracked.add_(1)
@@ -156,10 +178,16 @@ class MetaBatchNorm2d(nn.BatchNorm2d):
         keeps the backward pass close to BatchNorm's cost.
         """
         assert self.aux is not None
+        c = self.num_features
+        if self.control is not None and self.control.static is not None:
+            dg, db = self.control.static_corrections(x.shape[0])
+            self.last_corrections = (dg.detach(), db.detach())
+            return dg, db
         with torch.no_grad():
             z = self.relative_statistics(x, batch_stats, instance)
+            if self.control is not None:
+                z = self.control.transform_z(z)
         raw = self.aux(z)
-        c = self.num_features
         dg = self.bound * torch.tanh(raw[:, :c])
         db = self.bound * torch.tanh(raw[:, c:])
         self.last_corrections = (dg.detach(), db.detach())
@@ -167,7 +195,8 @@ class MetaBatchNorm2d(nn.BatchNorm2d):
 
     def relative_statistics(self, x: Tensor, batch_stats: tuple[Tensor, Tensor] | None = None,
                             instance: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        """z (N, 2C): per-sample (or batch) mean and log-std relative to the running statistics.
+        """z (N, 2C): per-sample (or batch) mean and log-std relative to the reference
+        statistics: the pinned source statistics where set, else the running statistics.
 
         `batch_stats` / `instance` ((mean, var) of the batch / of each sample) save
         recomputing them when the caller has them.
@@ -183,70 +212,11 @@ class MetaBatchNorm2d(nn.BatchNorm2d):
                 batch_stats = (batch_mean, inst_var.mean(0) + (inst_mean - batch_mean).pow(2).mean(0))
             mean = batch_stats[0].float().expand(n, -1)
             var = batch_stats[1].float().expand(n, -1)
-        ref_var = self.running_var.float() + self.eps
-        z_mean = (mean - self.running_mean.float()) * torch.rsqrt(ref_var)
+        ref_mean, ref_var = self.z_reference()
+        ref_var = ref_var.float() + self.eps
+        z_mean = (mean - ref_mean.float()) * torch.rsqrt(ref_var)
         z_log_std = 0.5 * (torch.log(var + self.eps) - torch.log(ref_var))
         return torch.cat([z_mean, z_log_std], dim=1)
-
-
-def instance_moments(x: Tensor, keep_grad: bool = False) -> tuple[Tensor, Tensor]:
-    """Per-sample, per-channel mean and biased variance (N, C) of x (N, C, H, W), in float32.
-
-    Computed as E[x] and E[x^2] - E[x]^2 over a view that keeps H*W contiguous in memory for
-    either layout. On the CPU, torch.var_mean over dims (2, 3) of a channels_last tensor took
-    4-5x as long as a whole BatchNorm2d pass, and linalg.vector_norm about twice as long as
-    this (measured). The cancellation error, ~1e-7 * (mean / std)^2 relative, is negligible
-    for BN inputs.
-
-    Without `keep_grad`, on the CPU, the sums run over chunks of samples small enough to stay
-    in the L2 cache, so that x * x is never written to memory: this cut Meta-BN's eval
-    overhead over BatchNorm2d by about 60% (see `benchmarks/metabn_cost.py`). Per sample the
-    arithmetic is the same as over the whole batch.
-    """
-    n, c, h, w = x.shape
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        flat, dim = x.permute(0, 2, 3, 1).reshape(n, h * w, c), 1
-    else:
-        flat, dim = x.reshape(n, c, h * w), 2
-    flat = flat if keep_grad else flat.detach()
-    step = n if keep_grad else _chunk_samples(flat)
-    if step >= n:
-        f = flat.float()
-        mean, mean_sq = f.mean(dim), (f * f).mean(dim)
-    else:
-        mean, mean_sq = _chunked_moments(flat, dim, step)
-    return mean, (mean_sq - mean * mean).clamp_min(0)
-
-
-_CHUNK_BYTES = 512 * 1024  # a chunk of x and its square fit in this machine's 2 MiB of L2
-
-
-def _chunk_samples(flat: Tensor) -> int:
-    """Samples per chunk: as many as fit in _CHUNK_BYTES on the CPU, all of them on an
-    accelerator (where a loop only adds launches)."""
-    n = flat.shape[0]
-    if flat.device.type != "cpu":
-        return n
-    per_sample = flat.numel() // max(n, 1) * 4  # float32 bytes
-    return max(1, _CHUNK_BYTES // max(1, per_sample))
-
-
-def _chunked_moments(flat: Tensor, dim: int, step: int) -> tuple[Tensor, Tensor]:
-    """(E[x], E[x^2]) over `dim` of a 3-D view, `step` samples at a time."""
-    n = flat.shape[0]
-    c = flat.shape[3 - dim]  # the other non-sample dimension
-    total = flat.new_empty((n, c), dtype=torch.float32)
-    total_sq = torch.empty_like(total)
-    square = flat.new_empty(flat[:step].shape, dtype=torch.float32)  # reused: no allocation
-    for start in range(0, n, step):
-        f = flat[start:start + step].float()
-        sq = square[:f.shape[0]]
-        torch.mul(f, f, out=sq)
-        torch.sum(f, dim, out=total[start:start + step])
-        torch.sum(sq, dim, out=total_sq[start:start + step])
-    # torch's mean is this sum divided once by the count, so the result is mean()'s bit for bit
-    count = flat.shape[dim]
-    return total.div_(count), total_sq.div_(count)
 
 
 def meta_bn_layers(model: nn.Module) -> list[MetaBatchNorm2d]:
@@ -290,6 +260,23 @@ def meta_test_statistics(model: nn.Module, gradient: str = "detached") -> Iterat
     finally:
         for m in layers:
             m.replay, m.replay_gradient = False, "detached"
+
+
+@contextlib.contextmanager
+def recording_statistics(model: nn.Module) -> Iterator[None]:
+    """Within the block, every Meta-BN layer in training mode records the statistics of its
+    batch for the next meta-test pass, as a training pass does, but keeps its running
+    statistics (and its count of batches) as they are: a pass under other weights (the
+    episodic inner step's theta') sets what the meta-test pass replays without counting as a
+    training batch."""
+    layers = [m for m in meta_bn_layers(model) if m.training]
+    for m in layers:
+        m.record_only = True
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.record_only = False
 
 
 def feature_sizes(model: nn.Module, image_size: int = 32) -> list[int]:
@@ -349,4 +336,4 @@ def meta_batch_norm(aux_net: str = "se_mlp", bound: float = 0.5, stats_source: s
 
 __all__ = ["PLACEMENTS", "REPLAY_GRADIENTS", "STATS_SOURCES", "MetaBatchNorm2d", "auxiliary_parameters",
            "corrected_layers", "meta_batch_norm", "meta_bn_layers", "meta_test_statistics",
-           "restrict_placement"]
+           "recording_statistics", "restrict_placement"]
