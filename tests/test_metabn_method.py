@@ -50,6 +50,7 @@ def _model_and_batch(method: MetaBN, seed: int = 0) -> tuple[torch.nn.Module, Ba
     ("stats_source", "running", "valid: instance, batch"),
     ("proxy", "noise", "valid: augmix, validation_corruptions"),
     ("meta_test_gradient", "full", "valid: detached, straight_through"),
+    ("replay_weights", "theta2", "valid: theta_prime, theta"),
     ("bound", -1.0, "must be >= 0"),
     ("backbone_run", "/x", "post_hoc only"),
     ("colour", 1, "unknown config key 'hparams.colour'"),
@@ -66,6 +67,7 @@ def test_every_option_is_a_config_key_with_the_documented_defaults() -> None:
     assert hp["proxy"] == "augmix" and hp["bound"] == 0.5
     assert hp["meta_train_weight"] == hp["meta_test_weight"] == 1.0
     assert hp["meta_test_gradient"] == "straight_through"
+    assert hp["replay_weights"] == "theta_prime"
 
 
 def _capture(model: torch.nn.Module) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
@@ -87,7 +89,7 @@ def _capture(model: torch.nn.Module) -> list[list[tuple[torch.Tensor, torch.Tens
                                               ("episodic", "straight_through")])
 def test_meta_test_pass_uses_meta_train_statistics_and_running_stats_come_from_meta_train(
         mode: str, gradient: str) -> None:
-    method = _method(training_mode=mode, meta_test_gradient=gradient)
+    method = _method(training_mode=mode, meta_test_gradient=gradient, replay_weights="theta")
     model, batch = _model_and_batch(method)
     twin, _ = _model_and_batch(method)
     passes = _capture(model)
@@ -108,8 +110,38 @@ def test_meta_test_pass_uses_meta_train_statistics_and_running_stats_come_from_m
     assert out.logs["dgamma_abs"] > 0
 
 
+@pytest.mark.parametrize("gradient", ["detached", "straight_through"])
+def test_meta_test_statistics_are_recorded_under_the_inner_step_weights(gradient: str) -> None:
+    method = _method(meta_test_gradient=gradient)
+    model, batch = _model_and_batch(method)
+    twin, _ = _model_and_batch(method)
+    passes = _capture(model)
+    torch.manual_seed(5)
+    method.training_step(model, batch)
+    assert len(passes) == 3  # meta-train at theta, its statistics at theta', meta-test
+    # Reference: theta' = theta - lr * grad L_tr, then a plain training-mode forward of the
+    # meta-train view under theta' (the twin, a copy of the model), float64.
+    twin.double()
+    x_train = method.normalize(batch.x).double()
+    named = dict(twin.named_parameters())
+    grads = torch.autograd.grad(F.cross_entropy(twin(x_train), batch.y), list(named.values()))
+    fast = {n: (p - batch.lr * g).detach() for (n, p), g in zip(named.items(), grads)}
+    prime = _capture(twin)
+    for m in meta_bn_layers(twin):
+        m.momentum = 0.0  # z is read against the running statistics the meta-train pass left
+    functional_call(twin, fast, (x_train,))
+    drift = 0.0
+    for at_theta, used_test, reference in zip(passes[0], passes[2], prime[-1]):
+        torch.testing.assert_close(used_test[0].double(), reference[0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(used_test[1].double(), reference[1], rtol=1e-4, atol=1e-5)
+        drift = max(drift, float((at_theta[0] - used_test[0]).abs().max()))
+    assert drift > 1e-3  # the inner step moves the statistics: the check can tell
+    for m in meta_bn_layers(model):
+        assert int(m.num_batches_tracked) == 1  # the recording pass is not a training batch
+
+
 def test_episodic_gradient_is_the_first_order_mldg_gradient() -> None:
-    method = _method(meta_test_weight=0.7, meta_test_gradient="detached")
+    method = _method(meta_test_weight=0.7, meta_test_gradient="detached", replay_weights="theta")
     model, batch = _model_and_batch(method)
     reference, _ = _model_and_batch(method)
     torch.manual_seed(5)
@@ -175,8 +207,9 @@ def test_placement_first_stage_still_replays_statistics_in_every_layer() -> None
     model, batch = _model_and_batch(method)
     passes = _capture(model)
     method.training_step(model, batch)
-    for used_train, used_test in zip(*passes):
-        assert torch.equal(used_train[0], used_test[0])
+    assert len(passes) == 3  # meta-train, its statistics under theta', meta-test
+    for recorded, used_test in zip(passes[1], passes[2]):
+        assert torch.equal(recorded[0], used_test[0])
 
 
 def test_post_hoc_trains_only_the_auxiliary_nets_of_a_frozen_backbone(

@@ -10,6 +10,11 @@ and beta per sample from the sample's statistics. Training modes:
   w_tr * L_tr(theta) + w_te * L_te(theta'). The meta-test pass normalises with the meta-train
   batch's statistics (detached), so the shift survives normalisation and the auxiliary nets
   have to learn to correct it; BN running statistics come from the meta-train pass only.
+  Those statistics are re-recorded under theta' (`replay_weights=theta_prime`, the default: one
+  extra forward pass of the meta-train view, without gradient), so that the only difference
+  between the statistics the meta-test pass is normalised with and its own is the shift of the
+  proxy; recorded at theta (`theta`, the former behaviour) they also carry the drift of every
+  layer's input caused by the inner step, which the corrections would learn as shift.
   By default (meta_test_gradient=straight_through, our choice) the backward pass of the
   meta-test term goes through the meta-test batch's own statistics, as BatchNorm's does;
   with constant statistics (`detached`) the network failed to train (README, "Meta-BN").
@@ -45,11 +50,13 @@ from metabn_bench.models.metabn import (
     auxiliary_parameters,
     corrected_layers,
     meta_test_statistics,
+    recording_statistics,
     restrict_placement,
 )
 from metabn_bench.models.norms import NormFactory, make_norm
 
 TRAINING_MODES = ("episodic", "joint", "post_hoc")
+REPLAY_WEIGHTS = ("theta_prime", "theta")  # the weights the replayed statistics are taken under
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,7 @@ class MetaBNHparams:
     meta_train_weight: float = 1.0  # w_tr of the loss
     meta_test_weight: float = 1.0  # w_te of the loss
     inner_lr_scale: float = 1.0  # episodic inner step size, times the current learning rate
+    replay_weights: str = "theta_prime"  # episodic: meta-train statistics under theta' | theta
     backbone_run: str = ""  # post_hoc: a finished vanilla run dir; empty = train one first
     backbone_epochs: int = 0  # post_hoc, self-trained backbone: its epochs (0 = `epochs`)
 
@@ -95,6 +103,7 @@ class MetaBN(Method[MetaBNHparams]):
         _choice("training_mode", hp.training_mode, TRAINING_MODES)
         _choice("proxy", hp.proxy, PROXIES)
         _choice("meta_test_gradient", hp.meta_test_gradient, REPLAY_GRADIENTS)
+        _choice("replay_weights", hp.replay_weights, REPLAY_WEIGHTS)
         if hp.bound < 0 or hp.meta_train_weight < 0 or hp.meta_test_weight < 0 \
                 or hp.inner_lr_scale < 0 or hp.backbone_epochs < 0:
             raise UserError("hparams bound, meta_train_weight, meta_test_weight, inner_lr_scale "
@@ -188,6 +197,10 @@ class MetaBN(Method[MetaBNHparams]):
         grads = torch.autograd.grad(loss_train, [p for _, p in named], allow_unused=True)
         step = hp.inner_lr_scale * batch.lr
         fast = {n: p if g is None else p - step * g.detach() for (n, p), g in zip(named, grads)}
+        if hp.replay_weights == "theta_prime":
+            # The meta-train view's statistics under theta' (running statistics untouched).
+            with torch.no_grad(), recording_statistics(model), parameters_replaced(model, fast):
+                model(x_train)
         with meta_test_statistics(model, hp.meta_test_gradient), \
                 parameters_replaced(model, fast):
             logits_test = model(x_test)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from metabn_bench.models.aux_nets import AUX_NETS, SharedHypernet, make_aux_net
 from metabn_bench.models.metabn_control import CorrectionControl
-from metabn_bench.models.metabn_moments import instance_moments
+from metabn_bench.models.metabn_moments import accumulation_dtype, instance_moments
 from metabn_bench.models.norms import NORMS, NormFactory
 
 STATS_SOURCES = ("instance", "batch")
@@ -94,10 +94,12 @@ class MetaBatchNorm2d(nn.BatchNorm2d):
             weight, bias = (self.weight, self.bias) if self.aux is None else (None, None)
             out = F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
         else:  # BatchNorm2d's training step: fused, updates the running statistics
+            # recording only: no running statistics to update, and no batch counted
             factor = 0.0 if self.record_only else self._momentum_factor()
+            running = (None, None) if self.record_only else (self.running_mean, self.running_var)
             weight, bias = (self.weight, self.bias) if self.aux is None else (None, None)
             out, mean, inv_std = torch.native_batch_norm(
-                x, weight, bias, self.running_mean, self.running_var, True, factor, self.eps)
+                x, weight, bias, *running, True, factor, self.eps)
             mean, var = mean.detach(), inv_std.detach().pow(-2) - self.eps
             self.recorded = (mean, var)
         self.last_normalisation = (mean, var)
@@ -210,11 +212,13 @@ class MetaBatchNorm2d(nn.BatchNorm2d):
                 batch_mean = inst_mean.mean(0)
                 # law of total variance over equal-sized groups
                 batch_stats = (batch_mean, inst_var.mean(0) + (inst_mean - batch_mean).pow(2).mean(0))
-            mean = batch_stats[0].float().expand(n, -1)
-            var = batch_stats[1].float().expand(n, -1)
+            mean = batch_stats[0].expand(n, -1)
+            var = batch_stats[1].expand(n, -1)
         ref_mean, ref_var = self.z_reference()
-        ref_var = ref_var.float() + self.eps
-        z_mean = (mean - ref_mean.float()) * torch.rsqrt(ref_var)
+        dtype = accumulation_dtype(x)  # float32 at least; float64 for a float64 model
+        mean, var = mean.to(dtype), var.to(dtype)
+        ref_var = ref_var.to(dtype) + self.eps
+        z_mean = (mean - ref_mean.to(dtype)) * torch.rsqrt(ref_var)
         z_log_std = 0.5 * (torch.log(var + self.eps) - torch.log(ref_var))
         return torch.cat([z_mean, z_log_std], dim=1)
 

@@ -10,7 +10,8 @@ from torch import Tensor
 
 
 def instance_moments(x: Tensor, keep_grad: bool = False) -> tuple[Tensor, Tensor]:
-    """Per-sample, per-channel mean and biased variance (N, C) of x (N, C, H, W), in float32.
+    """Per-sample, per-channel mean and biased variance (N, C) of x (N, C, H, W), in float32
+    (float64 for a float64 x).
 
     Computed as E[x] and E[x^2] - E[x]^2 over a view that keeps H*W contiguous in memory for
     either layout. On the CPU, torch.var_mean over dims (2, 3) of a channels_last tensor took
@@ -31,11 +32,16 @@ def instance_moments(x: Tensor, keep_grad: bool = False) -> tuple[Tensor, Tensor
     flat = flat if keep_grad else flat.detach()
     step = n if keep_grad else _chunk_samples(flat)
     if step >= n:
-        f = flat.float()
+        f = flat.to(accumulation_dtype(flat))
         mean, mean_sq = f.mean(dim), (f * f).mean(dim)
     else:
         mean, mean_sq = _chunked_moments(flat, dim, step)
     return mean, (mean_sq - mean * mean).clamp_min(0)
+
+
+def accumulation_dtype(x: Tensor) -> torch.dtype:
+    """float32 for half-precision and float32 inputs, float64 for float64 ones."""
+    return torch.promote_types(x.dtype, torch.float32)
 
 
 _CHUNK_BYTES = 512 * 1024  # a chunk of x and its square fit in this machine's 2 MiB of L2
@@ -55,11 +61,11 @@ def _chunked_moments(flat: Tensor, dim: int, step: int) -> tuple[Tensor, Tensor]
     """(E[x], E[x^2]) over `dim` of a 3-D view, `step` samples at a time."""
     n = flat.shape[0]
     c = flat.shape[3 - dim]  # the other non-sample dimension
-    total = flat.new_empty((n, c), dtype=torch.float32)
+    total = flat.new_empty((n, c), dtype=accumulation_dtype(flat))
     total_sq = torch.empty_like(total)
-    square = flat.new_empty(flat[:step].shape, dtype=torch.float32)  # reused: no allocation
+    square = flat.new_empty(flat[:step].shape, dtype=total.dtype)  # reused: no allocation
     for start in range(0, n, step):
-        f = flat[start:start + step].float()
+        f = flat[start:start + step].to(total.dtype)
         sq = square[:f.shape[0]]
         torch.mul(f, f, out=sq)
         torch.sum(f, dim, out=total[start:start + step])
