@@ -71,3 +71,25 @@ def test_two_processes_under_torchrun_compute_what_one_process_computes(tmp_path
     assert _max_diff(ddp, one) < 1e-4
     metrics = fsio.read_jsonl(run / "metrics.jsonl")
     assert len(metrics) == 1 and metrics[0]["images_per_s"] > 0
+
+
+def test_episodic_metabn_on_two_processes_computes_what_one_process_computes(
+        tmp_path: Path) -> None:
+    """float64, gloo: Meta-BN layers synchronised over the ranks and the inner step's gradient
+    averaged give one process's weights after three episodic steps, for instance and batch z;
+    without them (the former code) the weights differ, so the check can tell."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed next to this Python")
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2",
+                           str(ROOT / "tests" / "ddp_metabn_ranks.py"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, env=cli_env(), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    for case in ("instance", "batch"):
+        single = _tensors(r0[f"{case}/single"])
+        assert _max_diff(_tensors(r0[f"{case}/synced"]), single) < 1e-10, case
+        assert _max_diff(_tensors(r1[f"{case}/synced"]), _tensors(r0[f"{case}/synced"])) == 0
+        assert _max_diff(_tensors(r0[f"{case}/per_rank"]), single) > 1e-6, case
+    assert r0["described"]["per_rank_norm_layers"] == []  # Meta-BN synchronises itself

@@ -309,3 +309,42 @@ def test_metabn_trains_and_evaluates_end_to_end(tmp_path: Path, corrupted_set: P
         if row["protocol"] == "none" and row["severity"] in (0, 5):
             assert report["errors"][row["corruption"]]["corrections_on"] == pytest.approx(
                 row["error"])
+
+
+def test_inner_step_gradients_come_from_the_scaled_loss_and_are_unscaled() -> None:
+    # float16 backward through a tiny loss: unscaled, the gradient flushes to zero; scaled as
+    # the outer loss is under a GradScaler, then unscaled in float32, it survives.
+    p = torch.nn.Parameter(torch.ones(4))
+    grads = {}
+    for scale in (1.0, 2.0 ** 20):
+        loss = (p.half() * 3).float().sum() * 1e-9
+        batch = Batch(torch.zeros(1), torch.zeros(1), loss_scale=scale)
+        grads[scale] = MetaBN._inner_gradients(loss, [p], batch)[0]
+    assert torch.equal(grads[1.0], torch.zeros(4))
+    torch.testing.assert_close(grads[2.0 ** 20], torch.full((4,), 3e-9), rtol=1e-3, atol=0)
+
+
+def test_episodic_step_under_a_grad_scaler_is_the_step_without_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # float64 on the CPU: a GradScaler (power-of-two scale) multiplies and divides exactly, so
+    # the scaled inner step and the unscaled outer gradients give the plain step's weights.
+    from metabn_bench.training.step import train_step
+
+    method = _method()
+    method._proxy = lambda x: x.flip(3) * 0.6 + 0.3
+    results = []
+    seen: list[float] = []
+    real = MetaBN._inner_gradients
+    monkeypatch.setattr(MetaBN, "_inner_gradients", staticmethod(
+        lambda loss, params, b: seen.append(b.loss_scale) or real(loss, params, b)))
+    for scaler in (None, torch.amp.GradScaler("cpu", init_scale=2.0 ** 12)):
+        model, batch = _model_and_batch(method)
+        model.double()
+        batch = Batch(batch.x.double(), batch.y, lr=0.05)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        train_step(method, model, batch, opt, scaler)
+        results.append({k: v.clone() for k, v in model.state_dict().items()})
+    assert seen == [1.0, 2.0 ** 12]  # the training step hands the method the scaler's scale
+    for key in results[0]:
+        torch.testing.assert_close(results[1][key], results[0][key], rtol=1e-12, atol=1e-12,
+                                   msg=key)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
@@ -45,13 +46,19 @@ class Batch:
     """A training batch on the device: images in [0, 1] NCHW after crop and flip, labels.
 
     Methods may attach what they need in `extra` (mixed targets, extra views, ...). `lr` is the
-    optimiser's learning rate at this step (for methods that take an inner step of their own).
+    optimiser's learning rate at this step; for methods that take an inner gradient step of
+    their own, the training step also sets `loss_scale` (the GradScaler's scale the outer loss
+    is multiplied by, 1 without one: scale the inner loss by it, then unscale the gradients)
+    and `average_over_ranks` (the mean of a list of tensors over data-parallel ranks: apply it
+    to the inner gradients so that they are the global batch's).
     """
 
     x: Tensor
     y: Tensor
     extra: dict[str, Any] = field(default_factory=dict)
     lr: float = 0.0
+    loss_scale: float = 1.0
+    average_over_ranks: Callable[[list[Tensor]], list[Tensor]] = field(default=lambda ts: ts)
 
 
 @dataclass

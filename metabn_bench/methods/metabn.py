@@ -194,7 +194,7 @@ class MetaBN(Method[MetaBNHparams]):
         logits = model(x_train)  # batch statistics; updates running stats; records them
         loss_train = F.cross_entropy(logits, batch.y)
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        grads = torch.autograd.grad(loss_train, [p for _, p in named], allow_unused=True)
+        grads = self._inner_gradients(loss_train, [p for _, p in named], batch)
         step = hp.inner_lr_scale * batch.lr
         fast = {n: p if g is None else p - step * g.detach() for (n, p), g in zip(named, grads)}
         if hp.replay_weights == "theta_prime":
@@ -211,6 +211,29 @@ class MetaBN(Method[MetaBNHparams]):
         train_term = loss_train.detach() + surrogate - surrogate.detach()
         loss = hp.meta_train_weight * train_term + hp.meta_test_weight * loss_test
         return logits, loss_train, loss_test, loss
+
+    @staticmethod
+    def _inner_gradients(loss: Tensor, params: list[nn.Parameter],
+                         batch: Batch) -> list[Tensor | None]:
+        """grad L_tr for the inner step, as one float32 process on the whole batch has it.
+
+        Under a GradScaler (float16 autocast) the loss is scaled as the outer backward's is,
+        so that small gradients do not flush to zero in float16, and the gradients are
+        unscaled in float32; a non-finite one makes the outer gradients non-finite too, and
+        the scaler then skips the step as it does for any overflow. Under data parallelism
+        the gradients are averaged over the ranks, so theta' is the global batch's.
+        """
+        scale = batch.loss_scale
+        grads = torch.autograd.grad(loss * scale if scale != 1.0 else loss, params,
+                                    allow_unused=True)
+        present = [i for i, g in enumerate(grads) if g is not None]
+        averaged = batch.average_over_ranks([grads[i].detach() for i in present])
+        out: list[Tensor | None] = [None] * len(grads)
+        for i, g in zip(present, averaged):
+            if scale != 1.0:  # unscaled in float32 at least (float16 would flush to zero)
+                g = g.to(torch.promote_types(g.dtype, torch.float32)).div(scale)
+            out[i] = g.to(params[i].dtype)
+        return out
 
 
 @contextlib.contextmanager

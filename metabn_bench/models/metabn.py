@@ -26,7 +26,7 @@ batch's own and leaves the running statistics alone.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,12 @@ from torch import Tensor, nn
 
 from metabn_bench.models.aux_nets import AUX_NETS, SharedHypernet, make_aux_net
 from metabn_bench.models.metabn_control import CorrectionControl
-from metabn_bench.models.metabn_moments import accumulation_dtype, instance_moments
+from metabn_bench.models.metabn_moments import (
+    accumulation_dtype,
+    global_moments,
+    instance_moments,
+    normalise,
+)
 from metabn_bench.models.norms import NORMS, NormFactory
 
 STATS_SOURCES = ("instance", "batch")
@@ -70,6 +75,8 @@ class MetaBatchNorm2d(nn.BatchNorm2d):
         # True inside `recording_statistics`: a training-mode pass records its batch statistics
         # for a later meta-test pass and leaves the running statistics alone.
         self.record_only = False
+        self.sum_over_ranks: Callable[[Tensor], Tensor] | None = None  # see `synchronise`
+        self._global_count = 0.0  # images per channel in the last synchronised batch
 
     def reset_norm_parameters(self) -> None:
         """gamma = 1, beta = 0 and a zero last auxiliary layer: the layer equals BatchNorm2d."""
@@ -85,6 +92,7 @@ class MetaBatchNorm2d(nn.BatchNorm2d):
         if not self.training and not self.replay:
             return self._eval_forward(x)
         c = self.num_features
+        own: tuple[Tensor, Tensor] | None = None  # the batch's statistics, for batch-z
         if self.replay:  # meta-test: the meta-train batch's statistics, detached
             if self.recorded is None:
                 raise RuntimeError("meta-test pass before any meta-train pass: no statistics")
@@ -93,6 +101,17 @@ class MetaBatchNorm2d(nn.BatchNorm2d):
             mean, var = self.recorded
             weight, bias = (self.weight, self.bias) if self.aux is None else (None, None)
             out = F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
+            if self.sum_over_ranks is not None and self.stats_source == "batch":
+                with torch.no_grad():
+                    own = self._synced_moments(x)
+        elif self.sum_over_ranks is not None:  # data-parallel: statistics of the global batch
+            mean, var = self._synced_moments(x)
+            if not self.record_only:
+                self._update_running(mean.detach(), var.detach())
+            out = normalise(x, mean, var, self.eps,
+                             (self.weight, self.bias) if self.aux is None else None)
+            mean, var = mean.detach(), var.detach()
+            self.recorded = own = (mean, var)
         else:  # BatchNorm2d's training step: fused, updates the running statistics
             # recording only: no running statistics to update, and no batch counted
             factor = 0.0 if self.record_only else self._momentum_factor()
@@ -101,11 +120,11 @@ class MetaBatchNorm2d(nn.BatchNorm2d):
             out, mean, inv_std = torch.native_batch_norm(
                 x, weight, bias, *running, True, factor, self.eps)
             mean, var = mean.detach(), inv_std.detach().pow(-2) - self.eps
-            self.recorded = (mean, var)
+            self.recorded = own = (mean, var)
         self.last_normalisation = (mean, var)
         if self.aux is None:
             return out
-        dg, db = self.corrections(x, batch_stats=None if self.replay else (mean, var))
+        dg, db = self.corrections(x, batch_stats=own)
         gamma = self.weight * (1 + dg) if self.affine else 1 + dg  # (N, C)
         beta = self.bias + db if self.affine else db
         n = x.shape[0]
@@ -123,8 +142,11 @@ class MetaBatchNorm2d(nn.BatchNorm2d):
         """
         rec_mean, rec_var = self.recorded
         inst_mean, inst_var = instance_moments(x, keep_grad=True)
-        own_mean = inst_mean.mean(0)
-        own_var = inst_var.mean(0) + (inst_mean - own_mean).pow(2).mean(0)
+        if self.sum_over_ranks is not None:
+            own_mean, own_var = self._synced_moments(x)
+        else:
+            own_mean = inst_mean.mean(0)
+            own_var = inst_var.mean(0) + (inst_mean - own_mean).pow(2).mean(0)
         mean = rec_mean + (own_mean - own_mean.detach())
         var = rec_var + (own_var - own_var.detach())
         self.last_normalisation = (rec_mean, rec_var)
@@ -156,6 +178,33 @@ class MetaBatchNorm2d(nn.BatchNorm2d):
         # x * scale + shift in one fused pass; it keeps x's memory format.
         return torch.addcmul(shift.view(n, c, 1, 1).to(x.dtype), x,
                              scale.view(n, c, 1, 1).to(x.dtype))
+
+    def synchronise(self, sum_over_ranks: Callable[[Tensor], Tensor] | None) -> None:
+        """Take training statistics over the batches of every data-parallel rank.
+
+        `sum_over_ranks` is a differentiable all-reduce (sum); training/distributed.py passes
+        it, so that W processes with B/W images each compute what one process computes with
+        B: the normalisation statistics, the statistics replayed in the meta-test pass and
+        their gradients are those of the global batch. None: per-process statistics.
+        """
+        self.sum_over_ranks = sum_over_ranks
+
+    def _synced_moments(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(mean, biased var) (C,) of the global batch, differentiable (see `global_moments`)."""
+        assert self.sum_over_ranks is not None
+        mean, var, self._global_count = global_moments(x, self.running_mean.detach(),
+                                                       self.sum_over_ranks)
+        return mean, var
+
+    def _update_running(self, mean: Tensor, var: Tensor) -> None:
+        """BatchNorm2d's update of the running statistics (unbiased variance)."""
+        factor = self._momentum_factor()
+        n = self._global_count
+        with torch.no_grad():
+            self.running_mean.mul_(1 - factor).add_(mean.to(self.running_mean.dtype), alpha=factor)
+            unbiased = var * (n / max(n - 1, 1))
+            self.running_var.mul_(1 - factor).add_(unbiased.to(self.running_var.dtype),
+                                                   alpha=factor)
 
     def z_reference(self) -> tuple[Tensor, Tensor]:
         """(mean, var) that z is measured against: the pinned source statistics, or the

@@ -5,6 +5,8 @@ Apart from models/metabn.py (the layer) because the fast CPU path needs its own 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -73,3 +75,35 @@ def _chunked_moments(flat: Tensor, dim: int, step: int) -> tuple[Tensor, Tensor]
     # torch's mean is this sum divided once by the count, so the result is mean()'s bit for bit
     count = flat.shape[dim]
     return total.div_(count), total_sq.div_(count)
+
+
+def global_moments(x: Tensor, shift: Tensor, sum_over_ranks: Callable[[Tensor], Tensor]
+                   ) -> tuple[Tensor, Tensor, float]:
+    """(mean, biased var, count) per channel of x over every data-parallel rank's batch.
+
+    One differentiable all-reduce (`sum_over_ranks`) of the sums of x - K and (x - K)^2 and of
+    the count, in float32 at least; K = `shift` (the running mean: the same on every rank and
+    near the batch mean, a constant for autograd) keeps E[(x-K)^2] - E[x-K]^2 free of
+    cancellation. With one rank (the identity) these are the batch's own moments.
+    """
+    c = x.shape[1]
+    xf = x.to(accumulation_dtype(x))
+    k = shift.to(xf.dtype).view(1, c, 1, 1)
+    d = xf - k
+    count = torch.full((1,), xf.numel() / c, dtype=xf.dtype, device=x.device)
+    total = sum_over_ranks(torch.cat([d.sum(dim=(0, 2, 3)), (d * d).sum(dim=(0, 2, 3)), count]))
+    n = total[2 * c]
+    mean_d = total[:c] / n
+    var = (total[c:2 * c] / n - mean_d * mean_d).clamp_min(0)
+    return mean_d + k.view(c), var, float(n.detach())
+
+
+def normalise(x: Tensor, mean: Tensor, var: Tensor, eps: float,
+              affine: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """(x - mean) / sqrt(var + eps), then gamma and beta when `affine` is given; x's dtype."""
+    c = x.shape[1]
+    scale = torch.rsqrt(var + eps)
+    shift = -mean * scale
+    if affine is not None:
+        scale, shift = scale * affine[0], shift * affine[0] + affine[1]
+    return x * scale.view(1, c, 1, 1).to(x.dtype) + shift.view(1, c, 1, 1).to(x.dtype)

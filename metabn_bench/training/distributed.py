@@ -15,8 +15,11 @@ global batch, with gradients flowing through them), so a run on W processes comp
 function as on one process and the number of GPUs is not part of a run's identity; normalisation
 statistics are what this benchmark studies, so they must not depend on how many GPUs were used.
 `sync_bn=False` keeps per-rank statistics (over B/W images; faster, different results).
-Norm layers of other types (a method's own) always keep per-rank statistics; env.json lists
-them. Rank 0 writes every file; the others only compute.
+A norm layer of another type that offers `synchronise(sum_over_ranks)` (Meta-BN) is given the
+differentiable all-reduce and synchronises itself; other norm layers (a method's own) keep
+per-rank statistics, and env.json lists them. A method that takes an inner gradient step of its
+own (episodic Meta-BN) averages that gradient over the ranks with `average_over_ranks`, which
+the training step hands it in the batch. Rank 0 writes every file; the others only compute.
 """
 
 from __future__ import annotations
@@ -223,7 +226,9 @@ def _convert_bn(module: nn.Module) -> list[str]:
             sync.load_state_dict(child.state_dict())
             setattr(module, name, sync)
             continue
-        if isinstance(child, nn.modules.batchnorm._BatchNorm) or hasattr(child, "running_mean"):
+        if callable(getattr(child, "synchronise", None)):  # a norm layer that syncs itself
+            child.synchronise(_SumOverRanks.apply)  # (Meta-BN: models/metabn.py)
+        elif isinstance(child, nn.modules.batchnorm._BatchNorm) or hasattr(child, "running_mean"):
             others.append(type(child).__name__)  # batch statistics of a kind we cannot sync
         others += _convert_bn(child)
     return others
@@ -283,6 +288,26 @@ def sync_gradients(model: nn.Module) -> None:
             n = p.grad.numel()
             p.grad.copy_(flat[pos:pos + n].view_as(p.grad))
             pos += n
+
+
+def average_over_ranks(tensors: list[Tensor]) -> list[Tensor]:
+    """The mean of each tensor over the ranks (the tensors themselves in one process): with
+    equal shards, the mean of per-rank gradients is the gradient of the global batch's mean
+    loss. One all-reduce per dtype; new tensors, the inputs are left as they are."""
+    if not _CONTEXT.active or not tensors:
+        return tensors
+    out: list[Tensor] = [t for t in tensors]
+    for dtype in sorted({t.dtype for t in tensors}, key=str):
+        idx = [i for i, t in enumerate(tensors) if t.dtype == dtype]
+        flat = torch.cat([tensors[i].detach().reshape(-1) for i in idx])
+        dist.all_reduce(flat)
+        flat.div_(_CONTEXT.world_size)
+        pos = 0
+        for i in idx:
+            n = tensors[i].numel()
+            out[i] = flat[pos:pos + n].view_as(tensors[i])
+            pos += n
+    return out
 
 
 def reduce_sums(sums: dict[str, float]) -> dict[str, float]:

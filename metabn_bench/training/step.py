@@ -23,6 +23,9 @@ def train_step(method: Method, model: nn.Module, batch: Batch, optimizer: torch.
     gradients are averaged over the ranks before the step. The scheduler is the caller's.
     """
     batch = method.batch_transform(batch)
+    # What a method's own inner step needs to compute what one float32 process computes.
+    batch.loss_scale = scaler.get_scale() if scaler is not None and scaler.is_enabled() else 1.0
+    batch.average_over_ranks = distributed.average_over_ranks
     with autocast(batch.x.device, amp):
         out = method.training_step(model, batch)
     optimizer.zero_grad(set_to_none=True)
