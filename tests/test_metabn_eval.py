@@ -240,6 +240,13 @@ def test_bad_controls_are_one_line_errors(spec: str, message: str) -> None:
         make_protocol(spec, model, model, lambda n: {})
 
 
+def test_comma_separated_specs_keep_each_protocols_options() -> None:
+    from metabn_bench.evaluation.protocols import split_specs
+
+    assert split_specs("none, bn:prior=16,control=zero-z,tent:lr=0.01,steps=2,bn") == (
+        "none", "bn:prior=16,control=zero-z", "tent:lr=0.01,steps=2", "bn")
+
+
 def test_controls_need_auxiliary_nets() -> None:
     plain = nn.Sequential(nn.BatchNorm2d(C).eval())
     with pytest.raises(UserError, match="needs a model with Meta-BN auxiliary nets"):
@@ -270,6 +277,15 @@ def test_evaluate_runs_the_controls_and_records_them_in_every_row(
     stored = json.loads((run / "metabn_static-n16.json").read_text())
     assert stored["images"] == 16 and len(stored["layers"]) == 7  # WRN-10-1: 7 Meta-BN layers
     assert len(build_report(rows, {}).rows) > 0  # the report reads the rows of every control
+    from typer.testing import CliRunner
+
+    from metabn_bench.cli import app
+
+    # the command line: a protocol's options stay with it in a comma-separated --adapt
+    result = CliRunner().invoke(app, ["evaluate", str(run), "--corrupted", str(corrupted_set),
+                                      "--adapt", "none:control=static,static_images=16,none",
+                                      "--batch-size", "20", "--no-progress"])
+    assert result.exit_code == 0, result.output
     with pytest.raises(UserError, match="needs a model with Meta-BN auxiliary nets"):
         evaluate(trained_run, corrupted_set, ("none:control=zero-z",), progress=False)
     vanilla = evaluate(trained_run, corrupted_set, ("none",), batch_size=20, progress=False)

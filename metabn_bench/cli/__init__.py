@@ -139,7 +139,7 @@ def train_cmd(
 def evaluate_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
     corrupted: Annotated[Path, typer.Option(help="Corrupted set directory.")],
-    adapt: Annotated[list[str] | None, typer.Option(help="Test-time protocol: none | bn[:prior=N] | tent (repeatable or comma-separated).")] = None,  # noqa: E501
+    adapt: Annotated[list[str] | None, typer.Option(help="Test-time protocol: none | bn[:prior=N] | tent (repeatable or comma-separated); Meta-BN controls: P:control=zero-z|shuffle-z|static[,static_images=N].")] = None,  # noqa: E501
     batch_size: Annotated[int, typer.Option(help="Test batch size (0 = the protocol's default).")] = 0,
     extras: Annotated[bool, typer.Option(help="Also the 4 extra corruptions.")] = False,
     verify: Annotated[bool, typer.Option(help="Check the set's sha256 hashes.")] = True,
@@ -152,11 +152,12 @@ def evaluate_cmd(
 ) -> None:
     """Evaluate a run on clean + every cell of a corrupted set; rows go to RUN_DIR/eval.jsonl."""
     from metabn_bench.evaluation.evaluate import evaluate
+    from metabn_bench.evaluation.protocols import split_specs
     from metabn_bench.evaluation.streams import parse_reset, stream_label
     from metabn_bench.reporting.report import build_report, render, summary_table
     from metabn_bench.runs import is_applicable
 
-    protocols = tuple(p for item in (adapt or ["none"]) for p in csv_list(item))
+    protocols = tuple(p for item in (adapt or ["none"]) for p in split_specs(item))
     if not protocols:
         raise UserError("--adapt names no protocol; valid: none, bn[:prior=N], tent")
     rows = evaluate(run_dir, corrupted, protocols, batch_size, extras, device, verify, progress,

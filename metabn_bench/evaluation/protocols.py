@@ -195,6 +195,20 @@ class Tent(Protocol):
         return {"lr": self.lr, "steps": self.steps, "optimizer": "Adam(0.9, 0.999)"}
 
 
+def split_specs(text: str) -> tuple[str, ...]:
+    """Protocol specs from a comma-separated list, an option staying with its protocol:
+    'none,bn:prior=16,control=zero-z' -> ('none', 'bn:prior=16,control=zero-z')."""
+    specs: list[str] = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        if specs and "=" in item and ":" not in item:
+            specs[-1] += "," + item  # key=value: one more option of the protocol before it
+        else:
+            specs.append(item)
+    return tuple(specs)
+
+
 def parse_protocol(spec: str) -> tuple[str, dict[str, Any]]:
     """'bn' -> ('bn', {}); 'bn:prior=16' -> ('bn', {'prior': 16.0});
     'none:control=zero-z' -> ('none', {'control': 'zero-z'})."""
