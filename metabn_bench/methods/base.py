@@ -45,13 +45,16 @@ class Batch:
     """A training batch on the device: images in [0, 1] NCHW after crop and flip, labels.
 
     Methods may attach what they need in `extra` (mixed targets, extra views, ...). `lr` is the
-    optimiser's learning rate at this step (for methods that take an inner step of their own).
+    optimiser's learning rate at this step (for methods that take an inner step of their own);
+    `progress` the share of the run's steps done before this one, in [0, 1] (for methods with
+    a warm-up phase, such as CBN's burn-in; 1.0 where a caller has no schedule: no warm-up).
     """
 
     x: Tensor
     y: Tensor
     extra: dict[str, Any] = field(default_factory=dict)
     lr: float = 0.0
+    progress: float = 1.0
 
 
 @dataclass
