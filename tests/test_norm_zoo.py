@@ -81,7 +81,7 @@ def test_ibn_replaces_the_first_norm_of_blocks_in_all_but_the_last_stage(arch: s
     assert any(isinstance(b.bn1, IBN) for b in blocks)
 
 
-@pytest.mark.parametrize("name", ["gn", "ibn", "bgn", "iebn", "proxy_norm", "cbn", "mbn"])
+@pytest.mark.parametrize("name", ["gn", "ibn", "bgn", "iebn", "proxy_norm", "cbn", "mbn", "bn_embeddings"])
 @pytest.mark.parametrize("arch", ARCHS.names())
 def test_zoo_builds_with_every_architecture(name: str, arch: str) -> None:
     model = build(name, arch).train()

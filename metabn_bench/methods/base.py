@@ -120,6 +120,13 @@ class Method(Generic[H]):
 
     # -- training ------------------------------------------------------------------------------
     @classmethod
+    def trained_on(cls, cfg: TrainConfig) -> str | None:
+        """What a run of `cfg` saw in training that results must declare (for example
+        'validation corruptions'), or None; evaluation rows then carry it in `trained_on`
+        and name the method `<method>[<trained_on>]`, so it never pools with the default."""
+        return None
+
+    @classmethod
     def prerequisite(cls, cfg: TrainConfig) -> Prerequisite | None:
         """The run this method needs finished before it trains (none for vanilla).
 
