@@ -3,6 +3,8 @@ formula, and with every registered architecture."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -232,4 +234,5 @@ def test_evaluate_command_shows_not_applicable_protocols(tmp_path, corrupted_set
     result = CliRunner().invoke(app, ["evaluate", str(run_dir), "--corrupted", str(corrupted_set),
                                       "--adapt", "none,tent", "--device", "cpu", "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert "tent: n/a (protocol 'tent' is not applicable" in result.output
+    assert re.search(r"\| proxy_norm \| tent +\|.*n/a \[1\]", result.output), result.output
+    assert "[1] n/a: protocol 'tent' is not applicable" in result.output
