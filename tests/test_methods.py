@@ -101,6 +101,8 @@ def test_every_preset_lists_every_method(preset: str) -> None:
     ("cutout", {"size": 0}), ("mixup", {"alpha": 0}), ("cutmix", {"prob": 2}),
     ("augmix", {"depth": 7}), ("selfnorm", {"position": "middle"}), ("crossnorm", {"crop": "all"}),
     ("cnsn", {"cn_prob": -1}), ("splitbn", {"eval_bn": "both"}),
+    ("cbn", {"window": 0}), ("cbn", {"burn_in": 1.5}), ("mbn", {"weighting": "exponential"}),
+    ("mbn", {"memory": 0}), ("bn_embeddings", {"domains": "pacs"}), ("bn_embeddings", {"embed": "x"}),
 ])
 def test_bad_hparam_values_are_user_errors(name: str, hparams: dict) -> None:
     with pytest.raises(UserError, match="hparams"):
