@@ -15,7 +15,9 @@ absolute numbers. `--clock cpu` (CPU device only) times with the process's CPU t
 the wall clock: on a machine shared with other jobs, CPU time is much less disturbed than wall
 time; use it with --threads 1 (idle worker threads also burn CPU time). With
 --vanilla-train-ips / --vanilla-eval-ips (vanilla's throughput measured on an idle machine)
-the estimate scales every method's measured ratio to those numbers.
+the estimate scales every method's measured ratio to those numbers. Every registered method
+is timed by default, the normalisation zoo included; a protocol that does not apply to a
+method (bn / tent on a model without BatchNorm) shows n/a and adds no evaluation time.
 
     python benchmarks/train_speed.py --preset cifar10-cpu --device cpu --threads 2
 """
@@ -36,7 +38,12 @@ from metabn_bench.config import SuiteConfig, load_preset, replace
 from metabn_bench.data.augment import crop_flip
 from metabn_bench.data.loader import DeviceLoader, to_float
 from metabn_bench.device import autocast, grad_scaler, memory_format, resolve_device
-from metabn_bench.evaluation.protocols import PROTOCOLS, make_protocol, parse_protocol
+from metabn_bench.evaluation.protocols import (
+    PROTOCOLS,
+    NotApplicableError,
+    make_protocol,
+    parse_protocol,
+)
 from metabn_bench.methods import METHODS, Batch, Method, build_method
 from metabn_bench.seeding import generator
 from metabn_bench.training.step import train_step
@@ -119,7 +126,8 @@ def time_round(b: Bench, steps: int, device: torch.device) -> None:
 
 def time_eval(b: Bench, protocols: tuple[str, ...], images: torch.Tensor, fmt: torch.memory_format,
               device: torch.device, amp: bool) -> None:
-    """Seconds per test image of each protocol (a fresh copy of the model per protocol)."""
+    """Seconds per test image of each protocol (a fresh copy of the model per protocol); a
+    protocol that does not apply to the model (bn / tent without BatchNorm) gets no timing."""
     for spec in protocols:
         model = copy.deepcopy(b.model)
         b.method.prepare_eval(model)
@@ -128,7 +136,11 @@ def time_eval(b: Bench, protocols: tuple[str, ...], images: torch.Tensor, fmt: t
             with autocast(device, amp):
                 return model(b.method.normalize(x))
 
-        protocol = make_protocol(spec, model, forward)
+        try:
+            protocol = make_protocol(spec, model, forward)
+        except NotApplicableError:
+            b.eval.setdefault(spec, [])
+            continue
         bs = PROTOCOLS.get(parse_protocol(spec)[0]).default_batch_size
         protocol.reset()
         protocol.predict(to_float(images[:bs], fmt))  # warm-up
@@ -211,6 +223,9 @@ def report(benches: dict[str, Bench], suite: SuiteConfig, args: argparse.Namespa
                f"{1000 * data:.1f}", f"{1000 * model:.1f}", f"{100 * data / (data + model):.0f}%"]
         eval_s = 0.0
         for spec in protocols:
+            if not b.eval.get(spec):  # not applicable to this method: n/a, and no eval time
+                row += ["n/a", "n/a"]
+                continue
             per_image = med(b.eval[spec])
             row += [f"{1 / per_image:,.0f}", f"{med(van.eval[spec]) / per_image:.2f}"]
             eval_s += CELLS * n_test * per_image * eval_scale

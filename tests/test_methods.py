@@ -88,7 +88,7 @@ def test_hparams_are_validated_with_the_valid_keys(name: str) -> None:
 # Methods registered but in no preset yet: the smoke preset is the gate's, whose committed
 # baseline covers exactly its methods (regenerating it takes hours), and the other presets'
 # documented costs were measured without them.
-NOT_IN_PRESETS_YET = {"gn", "ibn", "bgn", "iebn", "proxy_norm"}
+NOT_IN_PRESETS_YET = {"gn", "ibn", "bgn", "iebn", "proxy_norm", "cbn", "mbn", "bn_embeddings"}
 
 
 @pytest.mark.parametrize("preset", preset_names())
@@ -101,13 +101,15 @@ def test_every_preset_lists_every_method(preset: str) -> None:
     ("cutout", {"size": 0}), ("mixup", {"alpha": 0}), ("cutmix", {"prob": 2}),
     ("augmix", {"depth": 7}), ("selfnorm", {"position": "middle"}), ("crossnorm", {"crop": "all"}),
     ("cnsn", {"cn_prob": -1}), ("splitbn", {"eval_bn": "both"}),
+    ("cbn", {"window": 0}), ("cbn", {"burn_in": 1.5}), ("mbn", {"weighting": "exponential"}),
+    ("mbn", {"memory": 0}), ("bn_embeddings", {"domains": "pacs"}), ("bn_embeddings", {"embed": "x"}),
 ])
 def test_bad_hparam_values_are_user_errors(name: str, hparams: dict) -> None:
     with pytest.raises(UserError, match="hparams"):
         make(name, **hparams)
 
 
-@pytest.mark.parametrize("name", ["cutmix", "augmix"])
+@pytest.mark.parametrize("name", ["cutmix", "augmix", "cbn", "mbn"])
 def test_random_methods_resume_exactly(name: str, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Methods draw their randomness from the per-epoch seeded RNG, so resuming is exact."""
     cfg = tiny_train_config(method=name, epochs=2, data={"train_size": 64},

@@ -3,6 +3,8 @@ formula, and with every registered architecture."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -81,7 +83,7 @@ def test_ibn_replaces_the_first_norm_of_blocks_in_all_but_the_last_stage(arch: s
     assert any(isinstance(b.bn1, IBN) for b in blocks)
 
 
-@pytest.mark.parametrize("name", ["gn", "ibn", "bgn", "iebn", "proxy_norm"])
+@pytest.mark.parametrize("name", ["gn", "ibn", "bgn", "iebn", "proxy_norm", "cbn", "mbn", "bn_embeddings"])
 @pytest.mark.parametrize("arch", ARCHS.names())
 def test_zoo_builds_with_every_architecture(name: str, arch: str) -> None:
     model = build(name, arch).train()
@@ -232,4 +234,5 @@ def test_evaluate_command_shows_not_applicable_protocols(tmp_path, corrupted_set
     result = CliRunner().invoke(app, ["evaluate", str(run_dir), "--corrupted", str(corrupted_set),
                                       "--adapt", "none,tent", "--device", "cpu", "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert "tent: n/a (protocol 'tent' is not applicable" in result.output
+    assert re.search(r"\| proxy_norm \| tent +\|.*n/a \[1\]", result.output), result.output
+    assert "[1] n/a: protocol 'tent' is not applicable" in result.output

@@ -154,6 +154,7 @@ def evaluate_cmd(
     from metabn_bench.evaluation.evaluate import evaluate
     from metabn_bench.evaluation.protocols import split_specs
     from metabn_bench.evaluation.streams import parse_reset, stream_label
+    from metabn_bench.reporting.not_applicable import footnotes, summarise
     from metabn_bench.reporting.report import build_report, render, summary_table
     from metabn_bench.runs import is_applicable
 
@@ -165,10 +166,17 @@ def evaluate_cmd(
     labels = {stream_label(p, stream, parse_reset(reset), stream_seed, dirichlet_delta)
               for p in protocols}
     rows = [r for r in rows if r["protocol"] in labels]
-    report = build_report([r for r in rows if is_applicable(r)], {})
-    typer.echo(render(summary_table(report.rows), "markdown"))
-    for spec, reason in sorted({(r["protocol"], r["reason"]) for r in rows if not is_applicable(r)}):
-        typer.echo(f"{spec}: n/a ({reason})")
+    applied = [r for r in rows if is_applicable(r)]
+    na_rows = [r for r in rows if not is_applicable(r)]
+    if applied:
+        report = build_report(applied, {}, not_applicable=na_rows)
+        typer.echo(render(summary_table(report.rows, not_applicable=report.not_applicable),
+                          "markdown"))
+        notes = footnotes(report.not_applicable)
+    else:  # every protocol asked for is n/a: nothing to tabulate
+        notes = footnotes(summarise(na_rows))
+    for note in notes:
+        typer.echo(note)
 
 
 @command()
@@ -289,6 +297,7 @@ def run(
     Exit code 1 when some runs failed (the others finish; run again to retry them).
     """
     from metabn_bench.config import load_preset
+    from metabn_bench.reporting.not_applicable import footnotes
     from metabn_bench.reporting.report import render, summary_table
     from metabn_bench.suite.jobs import SuiteRunError
     from metabn_bench.suite.launch import parse_launch_options
@@ -310,7 +319,10 @@ def run(
     if result.report is None:
         typer.echo(f"jobs submitted; metabn-bench status --preset {preset} shows their progress")
         return
-    typer.echo(render(summary_table(result.report.rows), "markdown"))
+    typer.echo(render(summary_table(result.report.rows,
+                                    not_applicable=result.report.not_applicable), "markdown"))
+    for note in footnotes(result.report.not_applicable):
+        typer.echo(note)
     typer.echo(f"\nresults: {result.results_dir}/ (report.md, summary.json, cells.csv, plots/)")
 
 

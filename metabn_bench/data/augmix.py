@@ -203,13 +203,20 @@ def _gamma(alpha: float, shape: tuple[int, ...], gen: torch.Generator | None,
 
 def sample_plan(batch: int, generator: torch.Generator | None = None, severity: int = 3,
                 width: int = 3, depth: int = -1, alpha: float = 1.0, all_ops: bool = False,
-                device: torch.device | str = "cpu") -> AugMixPlan:
-    """Draw a batch's chains, levels ~ U(0.1, severity), weights ~ Dirichlet, m ~ Beta."""
+                device: torch.device | str = "cpu",
+                ops: tuple[str, ...] | None = None) -> AugMixPlan:
+    """Draw a batch's chains, levels ~ U(0.1, severity), weights ~ Dirichlet, m ~ Beta.
+
+    `ops` restricts the chains to a subset of ALL_OPS (a family of ops, as BN Embeddings'
+    pseudo-domains use); None: AUGMIX_OPS, or ALL_OPS with all_ops.
+    """
     if width < 1 or depth == 0 or depth > MAX_DEPTH or depth < -1 or severity <= 0 or alpha <= 0:
         raise ValueError(f"invalid AugMix setting: width={width} (>= 1), depth={depth} (-1 or "
                          f"1..{MAX_DEPTH}), severity={severity} (> 0), alpha={alpha} (> 0)")
+    if ops is not None and (not ops or not set(ops) <= set(ALL_OPS)):
+        raise ValueError(f"ops must be a non-empty subset of {', '.join(ALL_OPS)}; got {ops}")
     dev = generator.device if generator is not None else torch.device(device)
-    names = ALL_OPS if all_ops else AUGMIX_OPS
+    names = ops if ops is not None else (ALL_OPS if all_ops else AUGMIX_OPS)
     n = batch * width
     g = _gamma(alpha, (batch, width), generator, dev)
     weights = g / g.sum(dim=1, keepdim=True)
@@ -273,12 +280,13 @@ def _is_channels_last(x: Tensor) -> bool:
 
 def augmix(x: Tensor, generator: torch.Generator | None = None, severity: int = 3,
            width: int = 3, depth: int = -1, alpha: float = 1.0,
-           all_ops: bool = False) -> Tensor:
+           all_ops: bool = False, ops: tuple[str, ...] | None = None) -> Tensor:
     """x: float (B,3,H,W) in [0,1] on any device -> an AugMix mixture of the same shape/device.
 
     Per image: `width` chains of depth U{1,2,3} (depth=-1) of ops drawn from the reference
     list (autocontrast, equalize, posterize, rotate, solarize, shear_x/y, translate_x/y;
-    with all_ops=True also color, contrast, brightness, sharpness), levels ~ U(0.1, severity),
+    with all_ops=True also color, contrast, brightness, sharpness; `ops`: a subset of them),
+    levels ~ U(0.1, severity),
     chain weights ~ Dirichlet(alpha), m ~ Beta(alpha, alpha),
     output = (1-m)*x + m*sum_i w_i*chain_i(x). Randomness comes from `generator` (any device)
     or, when None, from torch's global RNG of x's device. See the module docstring for where
@@ -286,5 +294,5 @@ def augmix(x: Tensor, generator: torch.Generator | None = None, severity: int = 
     """
     if x.dim() != 4 or x.shape[1] != 3:
         raise ValueError(f"augmix expects a (B, 3, H, W) batch, got shape {tuple(x.shape)}")
-    plan = sample_plan(x.shape[0], generator, severity, width, depth, alpha, all_ops, x.device)
+    plan = sample_plan(x.shape[0], generator, severity, width, depth, alpha, all_ops, x.device, ops)
     return apply_plan(x, plan)

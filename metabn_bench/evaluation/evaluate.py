@@ -48,6 +48,7 @@ from metabn_bench.evaluation.streams import (
     stream_label,
 )
 from metabn_bench.evaluation.trained import load_trained
+from metabn_bench.methods import METHODS
 from metabn_bench.runs import EVAL_FILE
 
 
@@ -240,12 +241,21 @@ class CellResult:
     calibration: dict[str, Any]  # ece (%), nll, brier, calibration_bins
 
 
+def method_fields(cfg: Any) -> dict[str, Any]:
+    """A row's `method`, and `trained_on` where the run saw in training what results must
+    declare (Method.trained_on): the method is then named `<method>[<trained_on>]`."""
+    seen = METHODS.get(cfg.method).trained_on(cfg)
+    if seen is None:
+        return {"method": cfg.method}
+    return {"method": f"{cfg.method}[{seen.replace(' ', '_')}]", "trained_on": seen}
+
+
 def _cell_identity(cfg: Any, run_dir: Path, cset: CorruptedSet, corruption: str,
                    severity: int) -> dict[str, Any]:
     """The fields that say which run and which cell of which set a row is about."""
     manifest = cset.manifest or {}
     return {
-        "run_id": run_dir.name, "method": cfg.method, "arch": cfg.arch,
+        "run_id": run_dir.name, **method_fields(cfg), "arch": cfg.arch,
         "dataset": cfg.data.dataset, "data_source": cset.source, "seed": cfg.seed,
         "set_id": cset.set_id, "size_preset": manifest.get("preset", "released"),
         "corruption": corruption, "severity": severity,

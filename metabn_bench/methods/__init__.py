@@ -26,6 +26,9 @@ from metabn_bench.methods import ibn  # noqa: F401
 from metabn_bench.methods import bgn  # noqa: F401
 from metabn_bench.methods import iebn  # noqa: F401
 from metabn_bench.methods import proxy_norm  # noqa: F401
+from metabn_bench.methods import cbn  # noqa: F401
+from metabn_bench.methods import mbn  # noqa: F401
+from metabn_bench.methods import bn_embeddings  # noqa: F401
 # isort: on
 from metabn_bench.methods.base import Batch, Method, Prerequisite, StepResult
 from metabn_bench.methods.registry import METHODS

@@ -50,7 +50,9 @@ class Batch:
     their own, the training step also sets `loss_scale` (the GradScaler's scale the outer loss
     is multiplied by, 1 without one: scale the inner loss by it, then unscale the gradients)
     and `average_over_ranks` (the mean of a list of tensors over data-parallel ranks: apply it
-    to the inner gradients so that they are the global batch's).
+    to the inner gradients so that they are the global batch's). `progress` is the share of the
+    run's steps done before this one, in [0, 1] (for methods with a warm-up phase, such as
+    CBN's burn-in; 1.0 where a caller has no schedule: no warm-up).
     """
 
     x: Tensor
@@ -59,6 +61,7 @@ class Batch:
     lr: float = 0.0
     loss_scale: float = 1.0
     average_over_ranks: Callable[[list[Tensor]], list[Tensor]] = field(default=lambda ts: ts)
+    progress: float = 1.0
 
 
 @dataclass
@@ -123,6 +126,13 @@ class Method(Generic[H]):
         return [{"params": [p for p in model.parameters() if p.requires_grad]}]
 
     # -- training ------------------------------------------------------------------------------
+    @classmethod
+    def trained_on(cls, cfg: TrainConfig) -> str | None:
+        """What a run of `cfg` saw in training that results must declare (for example
+        'validation corruptions'), or None; evaluation rows then carry it in `trained_on`
+        and name the method `<method>[<trained_on>]`, so it never pools with the default."""
+        return None
+
     @classmethod
     def prerequisite(cls, cfg: TrainConfig) -> Prerequisite | None:
         """The run this method needs finished before it trains (none for vanilla).

@@ -57,19 +57,33 @@ def _augmix_proxy(severity: int) -> Proxy:
     return proxy
 
 
+def corrupt_like_test_sets(x: Tensor, name: str, severity: int, seed: int) -> Tensor:
+    """Corruption `name` at `severity` on a [0, 1] batch, quantised like the stored test sets."""
+    preset, _ = tables.choose_preset("auto", x.shape[-1])
+    params = tables.table(preset)[name][severity - 1]
+    rng = ImageRandom(seed, name, severity, range(x.shape[0]), x.device)
+    out = corruption_registry.get(name).op(x.float(), params, rng)
+    # Quantise like the stored test sets (uint8 by truncation), back to [0, 1].
+    return corruption_registry.to_uint8(out).to(x.dtype).div_(255.0)
+
+
+def corruption_proxy(name: str) -> Proxy:
+    """One (validation) corruption at a random severity per batch."""
+
+    def proxy(x: Tensor) -> Tensor:
+        draw = torch.randint(0, 1 << 62, (2,))  # severity, per-image seed
+        return corrupt_like_test_sets(x, name, 1 + int(draw[0]) % 5, int(draw[1]))
+
+    return proxy
+
+
 def _validation_corruption_proxy() -> Proxy:
     names = validation_corruptions()
 
     def proxy(x: Tensor) -> Tensor:
         draw = torch.randint(0, 1 << 62, (3,))  # corruption, severity, per-image seed
         name = names[int(draw[0]) % len(names)]
-        severity = 1 + int(draw[1]) % 5
-        preset, _ = tables.choose_preset("auto", x.shape[-1])
-        params = tables.table(preset)[name][severity - 1]
-        rng = ImageRandom(int(draw[2]), name, severity, range(x.shape[0]), x.device)
-        out = corruption_registry.get(name).op(x.float(), params, rng)
-        # Quantise like the stored test sets (uint8 by truncation), back to [0, 1].
-        return corruption_registry.to_uint8(out).to(x.dtype).div_(255.0)
+        return corrupt_like_test_sets(x, name, 1 + int(draw[1]) % 5, int(draw[2]))
 
     return proxy
 

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from torch import nn
 
 from metabn_bench.models import (
+    cross_iteration_bn,  # noqa: F401  (registers the cbn norm)
+    domain_bn,  # noqa: F401  (registers the domain_bn norm)
+    memorized_bn,  # noqa: F401  (registers the mbn norm)
     metabn,  # noqa: F401  (registers the 'metabn' norm layer)
     proxy_norm,  # noqa: F401  (registers the proxy_norm norm)
     split_bn,  # noqa: F401  (registers the split_bn norm)

@@ -31,3 +31,5 @@ class Report:
     vectors: PerImage  # per-image correctness of the reported rows
     confidences: PerImage = field(default_factory=dict)  # per-image confidence, where stored
     images: list[tuple[str, str | Path]] = field(default_factory=list)  # (caption, picture)
+    # (method, protocol) pairs recorded as not applicable, with the reason and footnote number
+    not_applicable: list[dict[str, Any]] = field(default_factory=list)

@@ -18,6 +18,7 @@ import pandas as pd
 from metabn_bench import fsio
 from metabn_bench.data import per_image
 from metabn_bench.errors import UserError
+from metabn_bench.reporting import not_applicable as na
 from metabn_bench.reporting import stats
 from metabn_bench.reporting.document import Section, render_document, render_table
 from metabn_bench.reporting.metrics import cells_frame, normalization_reference, summary_rows
@@ -93,8 +94,11 @@ def _rows_from_csv(path: Path) -> list[dict[str, Any]]:
     return df.to_dict("records")
 
 
-def summary_table(rows: list[dict[str, Any]], baseline: str = "vanilla") -> pd.DataFrame:
-    """The headline table printed by `run` and `evaluate`: one line per (method, protocol)."""
+def summary_table(rows: list[dict[str, Any]], baseline: str = "vanilla",
+                  not_applicable: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+    """The headline table printed by `run` and `evaluate`: one line per (method, protocol);
+    a protocol that does not apply to a method shows 'n/a [k]' (`na.footnotes` gives k's
+    reason)."""
     lines = []
     for r in rows:
         delta = r.get(f"delta_mce_vs_{baseline}")
@@ -105,6 +109,11 @@ def summary_table(rows: list[dict[str, Any]], baseline: str = "vanilla") -> pd.D
             "severity-5 error (%)": fmt(r["severity5"]),
             f"Δ mCE vs {baseline}": "—" if delta is None else f"{delta:+.2f}",
         })
+    for e in not_applicable or []:
+        mark = na.cell(e)
+        lines.append({"method": e["method"], "protocol": e["protocol"], "seeds": e["runs"],
+                      "clean error (%)": mark, "mCE (%)": mark, "severity-5 error (%)": mark,
+                      f"Δ mCE vs {baseline}": mark})
     return pd.DataFrame(lines)
 
 
@@ -137,6 +146,8 @@ def definitions(baseline: str, reference: dict[str, Any] | None) -> dict[str, st
                                 "(win), above 0 (loss) or contains 0 (tie)",
         "reported": "published numbers (resources/published.yaml) shown only where data set, "
                     "architecture, protocol and test set match; never mixed with measured ones",
+        "not_applicable": "(method, protocol) pairs where the protocol does not apply to the "
+                          "model (no BatchNorm statistics to adapt), with the reason; no number",
     }
 
 
@@ -168,8 +179,12 @@ def build_report(cell_rows: list[dict[str, Any]], provenance: dict[str, Any],
                  baseline: str = "vanilla", vectors: per_image.PerImage | None = None,
                  unfinished: list[dict[str, Any]] | None = None,
                  resamples: int = stats.RESAMPLES,
-                 confidences: per_image.PerImage | None = None) -> Report:
-    """Everything a report needs: the long frame, summary rows, comparisons, the summary document."""
+                 confidences: per_image.PerImage | None = None,
+                 not_applicable: list[dict[str, Any]] | None = None) -> Report:
+    """Everything a report needs: the long frame, summary rows, comparisons, the summary document.
+
+    `not_applicable`: the rows `evaluate` marked not applicable; they enter no metric and are
+    listed per (method, protocol) with the reason (tables show n/a with a footnote)."""
     df = cells_frame(cell_rows)
     if df.empty:
         raise UserError("no evaluation rows to report" + (
@@ -188,6 +203,7 @@ def build_report(cell_rows: list[dict[str, Any]], provenance: dict[str, Any],
     _attach(rows, comparisons, baseline)
     missing = missing_cells(df)
     published = published_rows(df, rows)
+    na_entries = na.summarise(not_applicable or [], {(r["method"], r["protocol"]) for r in rows})
     extra = {
         "baseline": {"method": baseline,
                      "normalization_reference": reference.describe() if reference else None},
@@ -196,11 +212,13 @@ def build_report(cell_rows: list[dict[str, Any]], provenance: dict[str, Any],
         "reported": [{k: p[k] for k in ("method", "protocol", "metric", "reported", "reported_as",
                                         "citation", "notes")} | {"definition": METRICS[p["metric"]]}
                      for p in published],
+        "not_applicable": [{k: e[k] for k in ("method", "protocol", "reason", "runs")}
+                           for e in na_entries],
     }
     return Report(frame=df, rows=rows, summary=summary_document(rows, provenance, extra),
                   comparisons=comparisons, missing=missing, unfinished=list(unfinished or []),
                   published=published, baseline=baseline, vectors=vectors,
-                  confidences=confidences)
+                  confidences=confidences, not_applicable=na_entries)
 
 
 def report_from_paths(paths: list[str | Path], baseline: str = "vanilla",
@@ -211,7 +229,8 @@ def report_from_paths(paths: list[str | Path], baseline: str = "vanilla",
     found = collect(paths)
     _check_baseline(baseline, found.rows, known_methods)
     report = build_report(found.rows, provenance_of([Path(p) for p in paths], found.rows), baseline,
-                          found.vectors, found.unfinished, confidences=found.confidences)
+                          found.vectors, found.unfinished, confidences=found.confidences,
+                          not_applicable=found.not_applicable)
     if plots_dir is not None:
         from metabn_bench.reporting.plots import write_plots
 

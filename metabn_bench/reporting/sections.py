@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from metabn_bench.corruptions import names as cnames
+from metabn_bench.reporting import not_applicable as na
 from metabn_bench.reporting import stats
 from metabn_bench.reporting.calibration import calibration_view
 from metabn_bench.reporting.document import Section
@@ -26,17 +27,20 @@ def report_sections(report: Report, images: list[tuple[str, str]]) -> list[Secti
     """Provenance, caveats, summary, comparison, per-protocol views, reported, missing, plots."""
     summary = report.summary
     rows, frame, baseline = report.rows, report.frame, report.baseline
+    na_entries = report.not_applicable
+    notes = na.footnotes(na_entries)
     reference = summary.get("baseline", {}).get("normalization_reference")
     sections = [Section("Provenance", bullets=provenance_bullets(summary["provenance"], frame))]
     caveats = warnings(rows, frame)
     if caveats:
         sections.append(Section("Read first", bullets=caveats))
     sections.append(Section(
-        "Summary", table=summary_view(rows, reference),
+        "Summary", table=summary_view(rows, reference, na_entries),
         paragraphs=["Errors in %, mean ± std over seeds (std shown for 2 or more seeds). "
                     "mCE is the CIFAR convention (unnormalised mean over the listed common "
                     "corruptions x 5 severities); the normalised and relative mCE follow "
-                    "ImageNet-C with the reference named in the header (100 = the reference)."]))
+                    "ImageNet-C with the reference named in the header (100 = the reference).",
+                    *notes]))
     sections.append(_comparison(report, baseline))
     calib = calibration_view(frame)
     if not calib.empty:
@@ -46,12 +50,11 @@ def report_sections(report: Report, images: list[tuple[str, str]]) -> list[Secti
             "corruption cells (15 x 5 on a full set), then mean ± std over seeds; clean ECE for "
             "reference."]))
     protocols = list(dict.fromkeys(r["protocol"] for r in rows))
-    if len(protocols) > 1:
-        sections.append(Section("Per test-time protocol: mCE (%)", table=protocol_view(rows, "mce")))
-        sections.append(Section("Per test-time protocol: severity-5 error (%)",
-                                table=protocol_view(rows, "severity5")))
-        sections.append(Section("Per test-time protocol: clean error (%)",
-                                table=protocol_view(rows, "clean_error")))
+    if len({*protocols, *(e["protocol"] for e in na_entries)}) > 1:
+        for key, title in (("mce", "mCE (%)"), ("severity5", "severity-5 error (%)"),
+                           ("clean_error", "clean error (%)")):
+            sections.append(Section(f"Per test-time protocol: {title}",
+                                    table=protocol_view(rows, key, na_entries), paragraphs=notes))
     for protocol in protocols:
         sections += _protocol_sections(report, protocol)
     sections.append(_reported(report))

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from metabn_bench.corruptions import names as cnames
+from metabn_bench.reporting import not_applicable as na
 from metabn_bench.reporting.metrics import corruption_stats, severity_table
 from metabn_bench.reporting.stats import Comparison
 
@@ -32,16 +33,21 @@ def _ms(row: dict[str, Any], key: str, digits: int = 2) -> str:
     return fmt(row.get(key), std, digits)
 
 
-def summary_view(rows: list[dict[str, Any]], reference: dict[str, Any] | None) -> pd.DataFrame:
-    """Method x protocol: clean error, CIFAR mCE, severity-5 mean, normalised and relative mCE."""
+def summary_view(rows: list[dict[str, Any]], reference: dict[str, Any] | None,
+                 not_applicable: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+    """Method x protocol: clean error, CIFAR mCE, severity-5 mean, normalised and relative mCE;
+    a protocol that does not apply to a method: 'n/a [k]' in every column (footnote k)."""
     ref = f"{reference['method']} [{reference['protocol']}]" if reference else "baseline"
-    return pd.DataFrame([{
+    metrics = ["clean error (%)", "mCE (%)", "severity-5 error (%)",
+               f"normalised mCE (% of {ref})", f"relative mCE (% of {ref})"]
+    lines = [{
         "method": r["method"], "protocol": r["protocol"], "n seeds": r["n_seeds"],
-        "clean error (%)": _ms(r, "clean_error"), "mCE (%)": _ms(r, "mce"),
-        "severity-5 error (%)": _ms(r, "severity5"),
-        f"normalised mCE (% of {ref})": _ms(r, "mce_normalized", 1),
-        f"relative mCE (% of {ref})": _ms(r, "relative_mce", 1),
-    } for r in rows])
+        **dict(zip(metrics, [_ms(r, "clean_error"), _ms(r, "mce"), _ms(r, "severity5"),
+                             _ms(r, "mce_normalized", 1), _ms(r, "relative_mce", 1)])),
+    } for r in rows]
+    lines += [{"method": e["method"], "protocol": e["protocol"], "n seeds": e["runs"],
+               **{m: na.cell(e) for m in metrics}} for e in not_applicable or []]
+    return pd.DataFrame(lines)
 
 
 def _ci(interval: Any) -> str:
@@ -76,16 +82,20 @@ def comparison_view(rows: list[dict[str, Any]], comparisons: list[Comparison],
     return pd.DataFrame(lines)
 
 
-def protocol_view(rows: list[dict[str, Any]], key: str = "mce") -> pd.DataFrame:
-    """Method x test-time protocol for one summary field."""
-    protocols = list(dict.fromkeys(r["protocol"] for r in rows))
+def protocol_view(rows: list[dict[str, Any]], key: str = "mce",
+                  not_applicable: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+    """Method x test-time protocol for one summary field ('n/a [k]' where it does not apply)."""
+    entries = not_applicable or []
+    protocols = list(dict.fromkeys([*(r["protocol"] for r in rows), *(e["protocol"] for e in entries)]))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     by_key = {(r["method"], r["protocol"]): r for r in rows}
+    na_key = {(e["method"], e["protocol"]): e for e in entries}
     lines = []
     for m in methods:
         line: dict[str, str] = {"method": m}
         for p in protocols:
-            line[p] = _ms(by_key[(m, p)], key) if (m, p) in by_key else "—"
+            line[p] = (_ms(by_key[(m, p)], key) if (m, p) in by_key
+                       else na.cell(na_key[(m, p)]) if (m, p) in na_key else "—")
         lines.append(line)
     return pd.DataFrame(lines)
 

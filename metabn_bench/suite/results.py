@@ -30,6 +30,8 @@ def report_suite(plan: SuitePlan, results_dir: Path,
             "data_source": plan.data_source, "preset": cfg.name,
             "seeds": list(cfg.seeds), "arch": cfg.train.arch,
             "corrupted_set": plan.set_label, "config": to_dict(cfg)}
-    report = build_report(rows, prov, vectors=found.vectors)
+    na_rows = [r for r in found.not_applicable
+               if r["protocol"] in cfg.eval.protocols and r["set_id"] == set_id]
+    report = build_report(rows, prov, vectors=found.vectors, not_applicable=na_rows)
     write_results(report, results_dir, f"{cfg.name}: {cfg.description or 'results'}")  # + plots/
     return report

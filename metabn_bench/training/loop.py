@@ -181,11 +181,13 @@ def _epoch(method: Method, model: torch.nn.Module, loader: DeviceLoader,
     t0 = time.perf_counter()
     bar = tqdm(loader.epoch(epoch), total=len(loader), desc=f"{cfg.method} epoch {epoch + 1}/"
                f"{cfg.epochs}", unit="batch", disable=not progress, leave=False, dynamic_ncols=True)
-    for images, labels in bar:
+    total = cfg.epochs * len(loader)
+    for index, (images, labels) in enumerate(bar):
         x = crop_flip(to_float(images, fmt), cfg.data.crop_padding, cfg.data.hflip, gen)
         x, labels = distributed.shard(x), distributed.shard(labels)  # this rank's share
-        out = train_step(method, model, Batch(x, labels, lr=optimizer.param_groups[0]["lr"]),
-                         optimizer, scaler, cfg.amp)
+        progress = (epoch * len(loader) + index) / total
+        out = train_step(method, model, Batch(x, labels, lr=optimizer.param_groups[0]["lr"],
+                                              progress=progress), optimizer, scaler, cfg.amp)
         scheduler.step()
         n = labels.shape[0]
         loss = float(out.loss.detach())
