@@ -106,3 +106,14 @@ def test_bad_sizes_are_one_line_errors() -> None:
         check_batch_sizes(8, (1, 2))
     assert sweep_label("tent", 16) == "tent@batch=16"
     assert sweep_label("tent@continual,reset=never,seed=0", 1) == "tent@continual,reset=never,seed=0,batch=1"
+
+
+def test_report_warns_when_one_label_holds_two_batch_sizes() -> None:
+    """Two `--batch-size` runs under one protocol label would be averaged: the report says so."""
+    from metabn_bench.reporting.views import warnings
+
+    rows = [{"run_id": "r", "set_id": "s", "protocol": "bn", "test_batch_size": b,
+             "corruption": "clean", "severity": 0, "error": 1.0} for b in (8, 64)]
+    assert any("more than one test batch size" in w for w in warnings([], cells_frame(rows)))
+    swept = [r | {"protocol": sweep_label("bn", r["test_batch_size"])} for r in rows]
+    assert not any("batch size" in w for w in warnings([], cells_frame(swept)))

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metabn_bench import fsio, provenance
+from metabn_bench import fsio, provenance, runs
 from metabn_bench.data.store import CorruptedSet
 from metabn_bench.errors import UserError
 from metabn_bench.evaluation.subject import Subject
@@ -104,6 +104,9 @@ class ExternalModel:
                             "(with --entry) or a TorchScript file")
         if self.out.exists() and not self.out.is_dir():
             raise UserError(f"--out '{self.out}' is a file; valid: a directory (new or existing)")
+        if (self.out / runs.CONFIG).is_file():  # its env.json must never be replaced
+            raise UserError(f"--out '{self.out}' is a run directory of this toolkit; valid: a "
+                            "directory of its own for the model's results")
         self.sha256 = fsio.sha256_file(self.model_file)
         info = self.describe()
         known = self.out / MODEL_INFO
