@@ -117,3 +117,21 @@ def test_report_warns_when_one_label_holds_two_batch_sizes() -> None:
     assert any("more than one test batch size" in w for w in warnings([], cells_frame(rows)))
     swept = [r | {"protocol": sweep_label("bn", r["test_batch_size"])} for r in rows]
     assert not any("batch size" in w for w in warnings([], cells_frame(swept)))
+
+
+def test_cli_sweep_prints_the_batch_size_table_and_refuses_bad_sizes(
+        trained_run: Path, small_set: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from metabn_bench.cli import app
+
+    run = _fresh(trained_run, tmp_path / "run")
+    runner = CliRunner()
+    ok = runner.invoke(app, ["evaluate", str(run), "--corrupted", str(small_set), "--adapt", "none",
+                             "--batch-sizes", "2,12", "--device", "cpu"])
+    assert ok.exit_code == 0, ok.output
+    assert "batch 2" in ok.output and "batch 12" in ok.output
+    bad = runner.invoke(app, ["evaluate", str(run), "--corrupted", str(small_set),
+                              "--batch-sizes", "0,4"])
+    assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1
+    assert "--batch-sizes has 0" in bad.output
