@@ -97,7 +97,7 @@ def evaluate(run_dir: str | Path | Source, corrupted: str | Path,
     policy = parse_reset(reset)
     check_stream(stream, dirichlet_delta, policy)
     sizes = check_batch_sizes(batch_size, batch_sizes)
-    source: Source = run_dir if hasattr(run_dir, "load") else RunSource(run_dir)  # type: ignore[assignment]
+    source = RunSource(run_dir) if isinstance(run_dir, (str, Path)) else run_dir
     source.check()
     for spec in protocols:
         parse_protocol(spec)

@@ -9,7 +9,7 @@ fields of the rows and the directory the rows go to differ.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,7 +44,6 @@ class Subject:
     # Why a batch-adaptive protocol cannot act on this model whatever its layers (a compiled
     # TorchScript module has no nn.BatchNorm2d to hook); None when nothing stands in the way.
     adaptation_blocked: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Source(Protocol):
