@@ -98,10 +98,10 @@ def evaluate(run_dir: str | Path | Source, corrupted: str | Path,
     check_stream(stream, dirichlet_delta, policy)
     sizes = check_batch_sizes(batch_size, batch_sizes)
     source = RunSource(run_dir) if isinstance(run_dir, (str, Path)) else run_dir
-    source.check()
+    dev = resolve_device(device)
+    source.check(dev)
     for spec in protocols:
         parse_protocol(spec)
-    dev = resolve_device(device)
     cset = open_set(corrupted, verify=verify)
     job = _Job(source, cset, source.clean_images(cset), cells_of(cset, extras), dev, progress)
     num_classes = source.num_classes(dev, cset)

@@ -96,8 +96,9 @@ class ExternalModel:
     def label(self) -> str:
         return self.name or self.model_file.stem
 
-    def check(self) -> None:
-        """Everything that can be wrong, before any row is written; then model.json and env.json."""
+    def check(self, device: torch.device) -> None:
+        """Everything that can be wrong, before any row is written; then model.json and env.json
+        (versions and the device that evaluates)."""
         self.preprocessing.check()
         if not self.model_file.is_file():
             raise UserError(f"--model '{self.model_file}' does not exist; valid: a weights file "
@@ -122,7 +123,7 @@ class ExternalModel:
         self.load(torch.device("cpu"))  # an entry that does not import, misfit weights: now
         fsio.ensure_dir(self.out)
         fsio.write_json(known, info)
-        fsio.write_json(self.out / "env.json", provenance.environment("cpu"))
+        fsio.write_json(self.out / runs.ENV, provenance.environment(device))
 
     def describe(self) -> dict[str, Any]:
         """What identifies the model in model.json and in every row."""

@@ -54,7 +54,7 @@ class Source(Protocol):
         """The directory that receives eval.jsonl and per_image.npz (and is locked meanwhile)."""
         ...
 
-    def check(self) -> None:
+    def check(self, device: torch.device) -> None:
         """One-line UserErrors for anything wrong, before the directory is locked."""
         ...
 
@@ -85,7 +85,7 @@ class RunSource:
     def out_dir(self) -> Path:
         return self.run_dir
 
-    def check(self) -> None:
+    def check(self, device: torch.device) -> None:
         runs.require_finished(self.run_dir, "; re-run its train command to resume it")
         runs.load_config(self.run_dir)
         runs.load_weights(self.run_dir)  # a missing, truncated or unsafe model.pt: before the lock
