@@ -52,3 +52,15 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("runs") / "vanilla"
     train(tiny_train_config(), run_dir, progress=False)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def small_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 synthetic test images, two corruptions at severities 1 and 5 (5 cells): for tests
+    that evaluate every cell many times (batch-size sweeps, models from elsewhere)."""
+    root = tmp_path_factory.mktemp("smallset") / "set"
+    corrupt_dataset(make_split("test", 12), root,
+                    CorruptConfig(preset="cifar", corruptions=("gaussian_noise", "contrast"),
+                                  severities=(1, 5)),
+                    torch.device("cpu"), "synthetic", progress=False)
+    return root

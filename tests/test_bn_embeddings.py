@@ -115,7 +115,7 @@ def test_training_uses_one_view_per_domain_and_the_mixture_loss() -> None:
 
 
 def test_validation_corruption_domains_are_declared_in_result_rows() -> None:
-    from metabn_bench.evaluation.evaluate import method_fields
+    from metabn_bench.evaluation.subject import method_fields
 
     cfg = tiny_train_config(method="bn_embeddings", hparams={"domains": "validation_corruptions"})
     method = build_method(cfg, 10, torch.device("cpu"))

@@ -135,48 +135,8 @@ def train_cmd(
         typer.echo(f"{state}: {info.run_dir}")
 
 
-@command("evaluate")
-def evaluate_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="A finished run directory.")],
-    corrupted: Annotated[Path, typer.Option(help="Corrupted set directory.")],
-    adapt: Annotated[list[str] | None, typer.Option(help="Test-time protocol: none | bn[:prior=N] | tent (repeatable or comma-separated); Meta-BN controls: P:control=zero-z|shuffle-z|static[,static_images=N].")] = None,  # noqa: E501
-    batch_size: Annotated[int, typer.Option(help="Test batch size (0 = the protocol's default).")] = 0,
-    extras: Annotated[bool, typer.Option(help="Also the 4 extra corruptions.")] = False,
-    verify: Annotated[bool, typer.Option(help="Check the set's sha256 hashes.")] = True,
-    device: DeviceOpt = "auto",
-    progress: ProgressOpt = STDERR_IS_TTY,
-    stream: Annotated[str, typer.Option(help="Test stream: per-cell | continual | gradual | mixed | dirichlet.")] = "per-cell",  # noqa: E501
-    reset: Annotated[str, typer.Option(help="Reset the protocol: cell | corruption | never | every:K (batches).")] = "cell",  # noqa: E501
-    stream_seed: Annotated[int, typer.Option(help="Seed of the stream's shuffles (mixed, dirichlet).")] = 0,
-    dirichlet_delta: Annotated[float, typer.Option(help="Dirichlet concentration of --stream dirichlet (small = one class per batch).")] = 0.1,  # noqa: E501
-) -> None:
-    """Evaluate a run on clean + every cell of a corrupted set; rows go to RUN_DIR/eval.jsonl."""
-    from metabn_bench.evaluation.evaluate import evaluate
-    from metabn_bench.evaluation.protocols import split_specs
-    from metabn_bench.evaluation.streams import parse_reset, stream_label
-    from metabn_bench.reporting.not_applicable import footnotes, summarise
-    from metabn_bench.reporting.report import build_report, render, summary_table
-    from metabn_bench.runs import is_applicable
-
-    protocols = tuple(p for item in (adapt or ["none"]) for p in split_specs(item))
-    if not protocols:
-        raise UserError("--adapt names no protocol; valid: none, bn[:prior=N], tent")
-    rows = evaluate(run_dir, corrupted, protocols, batch_size, extras, device, verify, progress,
-                    stream, reset, stream_seed, dirichlet_delta)
-    labels = {stream_label(p, stream, parse_reset(reset), stream_seed, dirichlet_delta)
-              for p in protocols}
-    rows = [r for r in rows if r["protocol"] in labels]
-    applied = [r for r in rows if is_applicable(r)]
-    na_rows = [r for r in rows if not is_applicable(r)]
-    if applied:
-        report = build_report(applied, {}, not_applicable=na_rows)
-        typer.echo(render(summary_table(report.rows, not_applicable=report.not_applicable),
-                          "markdown"))
-        notes = footnotes(report.not_applicable)
-    else:  # every protocol asked for is n/a: nothing to tabulate
-        notes = footnotes(summarise(na_rows))
-    for note in notes:
-        typer.echo(note)
+# `evaluate` lives in its own module; imported here, so that --help lists it after `train`.
+from metabn_bench.cli import evaluating  # noqa: E402, F401
 
 
 @command()

@@ -1,13 +1,19 @@
-"""`evaluate`: a trained run on clean + every (corruption, severity) cell of a corrupted set.
+"""`evaluate`: a model on clean + every (corruption, severity) cell of a corrupted set.
 
-One row per (protocol, cell) in RUN_DIR/eval.jsonl, rewritten atomically after each cell, so
-an interrupted evaluation resumes at the next cell. Rows carry everything needed to aggregate
-them later without the run directory: run id, method, arch, dataset and data source, seed,
-corrupted-set id and size preset, protocol and its options, test batch size and the reset.
-Which images of a cell were classified correctly goes, bit-packed, to RUN_DIR/per_image.npz
-(see data/per_image.py) just before the row that announces it (`"per_image": true`), with each
-image's confidence (maximum softmax probability). Each row also carries the cell's calibration:
-`ece` (%), `nll` and `brier` (evaluation/calibration.py).
+The model is a finished run of this toolkit (RUN_DIR) or a model made elsewhere
+(evaluation/external.py, rows into its --out directory); evaluation/subject.py makes both one
+`Subject`. One row per (protocol, test batch size, cell) in DIR/eval.jsonl, rewritten
+atomically after each cell, so an interrupted evaluation resumes at the next cell. Rows carry
+everything needed to aggregate them later without the directory: run id, method, arch,
+dataset and data source, seed, corrupted-set id and size preset, protocol and its options,
+test batch size and the reset. Which images of a cell were classified correctly goes,
+bit-packed, to DIR/per_image.npz (see data/per_image.py) just before the row that announces it
+(`"per_image": true`), with each image's confidence (maximum softmax probability). Each row also
+carries the cell's calibration: `ece` (%), `nll` and `brier` (evaluation/calibration.py).
+
+A batch-size sweep (`batch_sizes`) evaluates every protocol and stream once per batch size;
+each size's rows carry the protocol label with `batch=B` appended (evaluation/sweep.py), so
+that no table ever averages two batch sizes, and `sweep_protocol`, the label without it.
 """
 
 from __future__ import annotations
@@ -26,7 +32,6 @@ from metabn_bench import fsio, runlock, runs
 from metabn_bench.corruptions import names as cnames
 from metabn_bench.data import per_image
 from metabn_bench.data.loader import batches, to_float
-from metabn_bench.data.specs import load_split
 from metabn_bench.data.store import CorruptedSet, open_set
 from metabn_bench.device import autocast, resolve_device
 from metabn_bench.errors import UserError
@@ -47,23 +52,11 @@ from metabn_bench.evaluation.streams import (
     run_stream,
     stream_label,
 )
-from metabn_bench.evaluation.trained import load_trained
-from metabn_bench.methods import METHODS
+from metabn_bench.evaluation.subject import RunSource, Source, Subject, clean_images
+from metabn_bench.evaluation.sweep import check_batch_sizes, sweep_label
 from metabn_bench.runs import EVAL_FILE
 
-
-def clean_images(run_cfg: Any, cset: CorruptedSet) -> np.ndarray:
-    """The set's clean images (for a released set without them: the run's first N test images)."""
-    clean = cset.clean()
-    if clean is not None:
-        return clean
-    # A released set has no clean copy: use the first N test images of the run's data set.
-    data = load_split(run_cfg.data.dataset, "test", run_cfg.data.data_root, 0, run_cfg.data.label)
-    if len(data) < cset.n:
-        raise UserError(f"the corrupted set has {cset.n} images but the test split only {len(data)}")
-    if not np.array_equal(data.labels[:cset.n], cset.labels):
-        raise UserError("the corrupted set's labels do not match the run's test split")
-    return data.images[:cset.n]
+__all__ = ["CellResult", "Evaluator", "cells_of", "clean_images", "evaluate"]
 
 
 def cells_of(cset: CorruptedSet, extras: bool) -> list[tuple[str, int]]:
@@ -72,93 +65,135 @@ def cells_of(cset: CorruptedSet, extras: bool) -> list[tuple[str, int]]:
     return [("clean", 0)] + [(c, s) for c in names for s in cset.severities]
 
 
-def evaluate(run_dir: str | Path, corrupted: str | Path, protocols: tuple[str, ...] = ("none",),
-             batch_size: int = 0, extras: bool = False, device: str = "auto",
-             verify: bool = True, progress: bool = True, stream: str = DEFAULT_STREAM,
-             reset: str = DEFAULT_RESET, stream_seed: int = 0,
-             dirichlet_delta: float = 0.1) -> list[dict[str, Any]]:
-    """Evaluate a finished run; returns all of its rows for this corrupted set.
+@dataclass
+class _Job:
+    """What every cell of one evaluate call shares."""
 
-    The run directory is locked meanwhile (a second `evaluate` on it stops at once with a
+    source: Source
+    cset: CorruptedSet
+    clean: np.ndarray
+    cells: list[tuple[str, int]]
+    device: torch.device
+    progress: bool
+
+    def images(self, cell: tuple[str, int]) -> np.ndarray:
+        return self.clean if cell[0] == "clean" else self.cset.cell(*cell)
+
+
+def evaluate(run_dir: str | Path | Source, corrupted: str | Path,
+             protocols: tuple[str, ...] = ("none",), batch_size: int = 0, extras: bool = False,
+             device: str = "auto", verify: bool = True, progress: bool = True,
+             stream: str = DEFAULT_STREAM, reset: str = DEFAULT_RESET, stream_seed: int = 0,
+             dirichlet_delta: float = 0.1,
+             batch_sizes: tuple[int, ...] = ()) -> list[dict[str, Any]]:
+    """Evaluate a finished run (or a Source such as an ExternalModel); returns all of its rows
+    for this corrupted set.
+
+    The output directory is locked meanwhile (a second `evaluate` on it stops at once with a
     one-line error), and each new row is merged into the rows on disk, never over them.
     `stream` and `reset` (evaluation/streams.py) other than per-cell / cell run every cell of a
     protocol as one stream, written when it ends, under the protocol name `stream_label` gives.
+    `batch_sizes` sweeps the test batch size (one set of rows per size; see evaluation/sweep.py).
     """
     policy = parse_reset(reset)
     check_stream(stream, dirichlet_delta, policy)
-    run_dir = Path(run_dir)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
-        raise UserError(f"--batch-size is {batch_size!r}; valid: an integer >= 0 "
-                        "(0 = the protocol's default)")
-    runs.require_finished(run_dir, "; re-run its train command to resume it")
+    sizes = check_batch_sizes(batch_size, batch_sizes)
+    source = RunSource(run_dir) if isinstance(run_dir, (str, Path)) else run_dir
+    dev = resolve_device(device)
+    source.check(dev)
     for spec in protocols:
         parse_protocol(spec)
-    cfg = runs.load_config(run_dir)
-    dev = resolve_device(device)
     cset = open_set(corrupted, verify=verify)
-    clean = clean_images(cfg, cset)
-    num_classes = len(runs.class_names(run_dir))
+    job = _Job(source, cset, source.clean_images(cset), cells_of(cset, extras), dev, progress)
+    num_classes = source.num_classes(dev, cset)
     if cset.labels.max() >= num_classes:
         raise UserError(f"the corrupted set has labels up to {int(cset.labels.max())} but the "
                         f"model has {num_classes} classes")
     _warn_if_class_sorted(cset.labels, protocols)
-    runs.load_weights(run_dir)  # a missing, truncated or unsafe model.pt: before the lock
-    with runlock.exclusive(run_dir, "run directory", stage="evaluate"):
-        fsio.remove_stale_temporaries(run_dir)  # a killed writer's; we hold the lock
-        rows = runs.read_eval_rows(run_dir / EVAL_FILE)
-        vectors = per_image.RunVectors(run_dir)
+    out = source.out_dir
+    with runlock.exclusive(out, "run directory", stage="evaluate"):
+        fsio.remove_stale_temporaries(out)  # a killed writer's; we hold the lock
+        rows = runs.read_eval_rows(out / EVAL_FILE)
         done = {_key(r) for r in rows}
-        cells = cells_of(cset, extras)
         for spec in protocols:
-            bs = batch_size or PROTOCOLS.get(parse_protocol(spec)[0]).default_batch_size
-            label = stream_label(spec, stream, policy, stream_seed, dirichlet_delta)
-            todo = [c for c in cells if _key_of(cset.set_id, label, bs, *c) not in done]
-            if not todo:
-                continue
-            try:
-                evaluator = Evaluator(run_dir, dev, spec)
-            except NotApplicableError as exc:
-                # Recorded, not skipped: the table shows n/a with the reason instead of a gap
-                # or a silent copy of `none`.
-                na = [_not_applicable_row(cfg, run_dir, cset, label, bs, *c, str(exc)) for c in todo]
-                rows = _merge(runs.read_eval_rows(run_dir / EVAL_FILE), [*rows, *na])
-                fsio.write_jsonl(run_dir / EVAL_FILE, rows)
-                continue
-            if label != spec:
-                # A stream is one unit: every cell again, the rows when it ends.
-                t0 = time.perf_counter()
-                steps = plan(stream, policy, cells, cset.n, cset.labels, bs, stream_seed,
-                             dirichlet_delta)
-                got = run_stream(evaluator, lambda c: clean if c[0] == "clean" else cset.cell(*c),
-                                 cells, cset.labels, steps)
-                seconds = (time.perf_counter() - t0) / len(cells)
-                extra = {"stream": stream, "reset": policy.label(), "stream_seed": stream_seed}
-                if stream == "dirichlet":
-                    extra["dirichlet_delta"] = dirichlet_delta
-                new = []
-                for (corruption, severity), cell in got.items():
-                    vectors.put(_key_of(cset.set_id, label, bs, corruption, severity),
-                                cell.correct, cell.confidence)
-                    new.append(_row(cfg, run_dir, cset, label, evaluator, bs, corruption, severity,
-                                    int((~cell.correct).sum()), seconds) | cell.calibration | extra)
-                rows = _merge(runs.read_eval_rows(run_dir / EVAL_FILE), [*rows, *new])
-                fsio.write_jsonl(run_dir / EVAL_FILE, rows)
-                continue
-            bar = tqdm(todo, desc=f"evaluate {cfg.method} [{spec}]", unit="cell",
-                       disable=not progress, leave=False, dynamic_ncols=True)
-            for corruption, severity in bar:
-                images = clean if corruption == "clean" else cset.cell(corruption, severity)
-                t0 = time.perf_counter()
-                cell = evaluator.cell(images, cset.labels, bs)
-                seconds = time.perf_counter() - t0
-                # The vector is on disk before the row that announces it (both writes atomic).
-                vectors.put(_key_of(cset.set_id, spec, bs, corruption, severity), cell.correct,
-                            cell.confidence)
-                row = _row(cfg, run_dir, cset, spec, evaluator, bs, corruption, severity,
-                           int((~cell.correct).sum()), seconds) | cell.calibration
-                rows = _merge(runs.read_eval_rows(run_dir / EVAL_FILE), [*rows, row])
-                fsio.write_jsonl(run_dir / EVAL_FILE, rows)
+            for size in sizes:
+                bs = size or PROTOCOLS.get(parse_protocol(spec)[0]).default_batch_size
+                label = stream_label(spec, stream, policy, stream_seed, dirichlet_delta)
+                extra: dict[str, Any] = {}
+                if label != spec:
+                    extra = {"stream": stream, "reset": policy.label(), "stream_seed": stream_seed}
+                    if stream == "dirichlet":
+                        extra["dirichlet_delta"] = dirichlet_delta
+                if batch_sizes:
+                    extra["sweep_protocol"] = label
+                    label = sweep_label(label, bs)
+                todo = [c for c in job.cells if _key_of(cset.set_id, label, bs, *c) not in done]
+                if not todo:
+                    continue
+                subject = source.load(dev)
+                try:
+                    evaluator = Evaluator(subject, dev, spec)
+                except NotApplicableError as exc:
+                    # Recorded, not skipped: the table shows n/a with the reason instead of a
+                    # gap or a silent copy of `none`.
+                    na = [_not_applicable_row(subject.identity, cset, label, bs, *c, str(exc))
+                          | extra for c in todo]
+                    rows = _write(out, rows, na)
+                    continue
+                if "stream" in extra:
+                    rows = _stream_rows(job, evaluator, label, bs, rows, extra,
+                                        (stream, policy, stream_seed, dirichlet_delta))
+                else:
+                    rows = _cell_rows(job, evaluator, spec, label, bs, todo, rows, extra)
     return [r for r in rows if r["set_id"] == cset.set_id]
+
+
+def _write(out: Path, rows: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Merge `new` into the rows on disk and rewrite eval.jsonl (atomically)."""
+    rows = _merge(runs.read_eval_rows(out / EVAL_FILE), [*rows, *new])
+    fsio.write_jsonl(out / EVAL_FILE, rows)
+    return rows
+
+
+def _stream_rows(job: _Job, evaluator: Evaluator, label: str, bs: int,
+                 rows: list[dict[str, Any]], extra: dict[str, Any],
+                 how: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """A stream is one unit: every cell again, the rows when it ends."""
+    stream, policy, seed, delta = how
+    cset, vectors = job.cset, per_image.RunVectors(job.source.out_dir)
+    t0 = time.perf_counter()
+    steps = plan(stream, policy, job.cells, cset.n, cset.labels, bs, seed, delta)
+    got = run_stream(evaluator, job.images, job.cells, cset.labels, steps)
+    seconds = (time.perf_counter() - t0) / len(job.cells)
+    new = []
+    for (corruption, severity), cell in got.items():
+        vectors.put(_key_of(cset.set_id, label, bs, corruption, severity), cell.correct,
+                    cell.confidence)
+        new.append(_row(evaluator.subject.identity, cset, label, evaluator, bs, corruption,
+                        severity, int((~cell.correct).sum()), seconds)
+                   | cell.calibration | extra)
+    return _write(job.source.out_dir, rows, new)
+
+
+def _cell_rows(job: _Job, evaluator: Evaluator, spec: str, label: str, bs: int,
+               todo: list[tuple[str, int]], rows: list[dict[str, Any]],
+               extra: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-cell evaluation with a reset before each cell; a row on disk after each cell."""
+    cset, vectors = job.cset, per_image.RunVectors(job.source.out_dir)
+    name = f"evaluate {job.source.label()} [{spec}" + (f", batch {bs}]" if label != spec else "]")
+    bar = tqdm(todo, desc=name, unit="cell", disable=not job.progress, leave=False,
+               dynamic_ncols=True)
+    for corruption, severity in bar:
+        t0 = time.perf_counter()
+        cell = evaluator.cell(job.images((corruption, severity)), cset.labels, bs)
+        seconds = time.perf_counter() - t0
+        # The vector is on disk before the row that announces it (both writes atomic).
+        vectors.put(_key_of(cset.set_id, label, bs, corruption, severity), cell.correct,
+                    cell.confidence)
+        row = _row(evaluator.subject.identity, cset, label, evaluator, bs, corruption, severity,
+                   int((~cell.correct).sum()), seconds) | cell.calibration | extra
+        rows = _write(job.source.out_dir, rows, [row])
+    return rows
 
 
 def _merge(on_disk: list[dict[str, Any]], ours: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -193,21 +228,37 @@ def _key_of(set_id: str, protocol: str, bs: int, corruption: str, severity: int)
 
 
 class Evaluator:
-    """A model rebuilt from a run directory, wrapped in one test-time protocol."""
+    """A model (a run directory, or a loaded Subject) wrapped in one test-time protocol."""
 
-    def __init__(self, run_dir: Path, device: torch.device, spec: str) -> None:
-        run = load_trained(run_dir, device)
-        self.cfg = run.config
+    def __init__(self, source: str | Path | Subject, device: torch.device, spec: str) -> None:
+        subject = source if isinstance(source, Subject) else RunSource(source).load(device)
+        self.subject = subject
         self.device = device
-        self.method = run.method
-        self.fmt = run.fmt
-        self.model = run.model
-        self.protocol = make_protocol(spec, run.model, self._forward, lambda n: static_corrections(
-            run_dir, run.model, self._forward, run.config, device, run.fmt, n))
+        self.fmt = subject.fmt
+        self.model = subject.model
+        name = parse_protocol(spec)[0]
+        if name != "none" and subject.adaptation_blocked:
+            raise NotApplicableError(f"protocol '{name}' is not applicable to this model: "
+                                     f"{subject.adaptation_blocked}; evaluate it with 'none'")
+        self.protocol = make_protocol(spec, subject.model, self._forward, self._static)
+
+    def _static(self, n_images: int) -> dict[str, list[list[float]]]:
+        """Meta-BN's static control: its corrections averaged over clean training images."""
+        s = self.subject
+        if s.run_dir is None:
+            raise UserError("the static control needs a run of this toolkit (its training "
+                            "images); valid for this model: control=zero-z or shuffle-z")
+        return static_corrections(s.run_dir, s.model, self._forward, s.config, self.device,
+                                  s.fmt, n_images)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        with autocast(self.device, self.cfg.amp):
-            return self.model(self.method.normalize(x))
+        with autocast(self.device, self.subject.amp):
+            return self.model(self.subject.normalize(x))
+
+    def reset(self) -> None:
+        """Back to the model as loaded: the method's test-time state, then the protocol's."""
+        self.subject.reset()
+        self.protocol.reset()
 
     def correct(self, images: np.ndarray, labels: np.ndarray, batch_size: int) -> np.ndarray:
         """Which images of one cell are classified correctly (state reset first), as bools."""
@@ -215,8 +266,7 @@ class Evaluator:
 
     def cell(self, images: np.ndarray, labels: np.ndarray, batch_size: int) -> CellResult:
         """One cell (state reset first): per-image correctness and confidence, calibration."""
-        self.method.reset()
-        self.protocol.reset()
+        self.reset()
         y_all = torch.from_numpy(np.array(labels, dtype=np.int64)).to(self.device)
         hits, confs = [], []
         calibration = CellCalibration()
@@ -241,22 +291,12 @@ class CellResult:
     calibration: dict[str, Any]  # ece (%), nll, brier, calibration_bins
 
 
-def method_fields(cfg: Any) -> dict[str, Any]:
-    """A row's `method`, and `trained_on` where the run saw in training what results must
-    declare (Method.trained_on): the method is then named `<method>[<trained_on>]`."""
-    seen = METHODS.get(cfg.method).trained_on(cfg)
-    if seen is None:
-        return {"method": cfg.method}
-    return {"method": f"{cfg.method}[{seen.replace(' ', '_')}]", "trained_on": seen}
-
-
-def _cell_identity(cfg: Any, run_dir: Path, cset: CorruptedSet, corruption: str,
+def _cell_identity(identity: dict[str, Any], cset: CorruptedSet, corruption: str,
                    severity: int) -> dict[str, Any]:
-    """The fields that say which run and which cell of which set a row is about."""
+    """The fields that say which model and which cell of which set a row is about."""
     manifest = cset.manifest or {}
     return {
-        "run_id": run_dir.name, **method_fields(cfg), "arch": cfg.arch,
-        "dataset": cfg.data.dataset, "data_source": cset.source, "seed": cfg.seed,
+        **identity, "data_source": cset.source,
         "set_id": cset.set_id, "size_preset": manifest.get("preset", "released"),
         "corruption": corruption, "severity": severity,
         "group": "clean" if corruption == "clean" else cnames.group_of(corruption),
@@ -264,10 +304,10 @@ def _cell_identity(cfg: Any, run_dir: Path, cset: CorruptedSet, corruption: str,
     }
 
 
-def _row(cfg: Any, run_dir: Path, cset: CorruptedSet, spec: str, ev: Evaluator, bs: int,
+def _row(identity: dict[str, Any], cset: CorruptedSet, spec: str, ev: Evaluator, bs: int,
          corruption: str, severity: int, errors: int, seconds: float) -> dict[str, Any]:
     return {
-        **_cell_identity(cfg, run_dir, cset, corruption, severity),
+        **_cell_identity(identity, cset, corruption, severity),
         "errors": errors, "error": 100.0 * errors / cset.n,
         "protocol": spec, "protocol_options": ev.protocol.describe(),
         "test_batch_size": bs, "reset": "per cell", "stream": DEFAULT_STREAM,
@@ -277,12 +317,12 @@ def _row(cfg: Any, run_dir: Path, cset: CorruptedSet, spec: str, ev: Evaluator, 
     }
 
 
-def _not_applicable_row(cfg: Any, run_dir: Path, cset: CorruptedSet, spec: str, bs: int,
+def _not_applicable_row(identity: dict[str, Any], cset: CorruptedSet, spec: str, bs: int,
                         corruption: str, severity: int, reason: str) -> dict[str, Any]:
-    """A cell's row for a protocol that does not apply to the run: the cell's identity,
+    """A cell's row for a protocol that does not apply to the model: the cell's identity,
     `applicable` false and the reason; errors, error and seconds are null."""
     return {
-        **_cell_identity(cfg, run_dir, cset, corruption, severity),
+        **_cell_identity(identity, cset, corruption, severity),
         "errors": None, "error": None, "protocol": spec,
         "protocol_options": {}, "test_batch_size": bs, "reset": "per cell", "seconds": None,
         "per_image": False, "applicable": False, "reason": reason,

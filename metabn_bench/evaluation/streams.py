@@ -182,8 +182,7 @@ def run_stream(evaluator: Any, images_of: Callable[[Cell], np.ndarray], cells: l
     loaded: dict[int, np.ndarray] = {}
     for step in steps:
         if step.reset:
-            evaluator.method.reset()
-            evaluator.protocol.reset()
+            evaluator.reset()
         for c in np.unique(step.cells):
             if int(c) not in loaded:
                 loaded[int(c)] = np.asarray(images_of(cells[int(c)]))

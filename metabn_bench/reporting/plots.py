@@ -6,6 +6,8 @@
   (0 = clean), one line per method, band = std over seeds;
 - clean_vs_corrupted.png: clean error against CIFAR mCE, one point per (method, protocol),
   error bars = std over seeds;
+- error_vs_batch_size.png: mean error over the common corruption cells against the test batch
+  size, one line per (method, protocol), from a batch-size sweep's rows (reporting/batch_sizes.py);
 - reliability_<protocol>.png: reliability diagrams, clean vs severity 5, from the stored per-image
   confidences (reporting/calibration.py; only when evaluation stored them).
 PNG metadata carries no software version or date, so the same numbers give the same bytes
@@ -23,6 +25,7 @@ from matplotlib.figure import Figure
 
 from metabn_bench import fsio
 from metabn_bench.corruptions import names as cnames
+from metabn_bench.reporting.batch_sizes import batch_size_plot, plot_path
 from metabn_bench.reporting.calibration import reliability_diagram
 from metabn_bench.reporting.metrics import corruption_stats, severity_table
 from metabn_bench.reporting.model import Report
@@ -131,6 +134,9 @@ def write_plots(report: Report, out_dir: str | Path) -> list[tuple[str, Path]]:
         made.append((f"Error vs severity, protocol {protocol}",
                      severity_curves(report, protocol, out / f"error_vs_severity_{_slug(protocol)}.png")))
     made.append(("Clean vs corrupted error", clean_vs_corrupted(report, out / "clean_vs_corrupted.png")))
+    sweep = batch_size_plot(report.frame)
+    if sweep is not None:
+        made.append(("Error vs test batch size", _save(sweep, plot_path(out))))
     for protocol in dict.fromkeys(r["protocol"] for r in report.rows):
         fig = reliability_diagram(report, protocol)
         if fig is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from metabn_bench.corruptions import names as cnames
 from metabn_bench.reporting import not_applicable as na
 from metabn_bench.reporting import stats
+from metabn_bench.reporting.batch_sizes import batch_size_view
 from metabn_bench.reporting.calibration import calibration_view
 from metabn_bench.reporting.document import Section
 from metabn_bench.reporting.model import Report
@@ -49,6 +50,13 @@ def report_sections(report: Report, images: list[tuple[str, str]]) -> list[Secti
             "negative log-likelihood (nats) and Brier score, each the mean over a run's common "
             "corruption cells (15 x 5 on a full set), then mean ± std over seeds; clean ECE for "
             "reference."]))
+    sweep = batch_size_view(frame)
+    if not sweep.empty:
+        sections.append(Section("Error vs test batch size", table=sweep, paragraphs=[
+            "From a batch-size sweep (evaluate --batch-sizes): per run the mean error (%) over its "
+            "common corruption cells at each test batch size, then the mean over seeds. Below, "
+            "each batch size is its own protocol (label ending in batch=B); sizes are never "
+            "averaged together."]))
     protocols = list(dict.fromkeys(r["protocol"] for r in rows))
     if len({*protocols, *(e["protocol"] for e in na_entries)}) > 1:
         for key, title in (("mce", "mCE (%)"), ("severity5", "severity-5 error (%)"),

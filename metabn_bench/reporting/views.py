@@ -199,4 +199,11 @@ def warnings(rows: list[dict[str, Any]], frame: pd.DataFrame) -> list[str]:
     if "set_id" in frame and frame["set_id"].nunique() > 1:
         out.append("These results come from more than one corrupted set; rows of different sets "
                    "are averaged together and paired statistics are not computed.")
+    if {"run_id", "protocol", "test_batch_size"} <= set(frame.columns):
+        sizes = frame.groupby(["run_id", "protocol"])["test_batch_size"].nunique()
+        mixed = sorted({p for (_, p), n in sizes.items() if n > 1})
+        if mixed:  # evaluated twice with different --batch-size: one label, two settings
+            out.append(f"Protocol {', '.join(mixed)} was evaluated at more than one test batch size "
+                       "under the same label; its numbers average them (use --batch-sizes, "
+                       "which labels each size).")
     return out
