@@ -35,12 +35,16 @@ def _ms(row: dict[str, Any], key: str, digits: int = 2) -> str:
 def summary_view(rows: list[dict[str, Any]], reference: dict[str, Any] | None) -> pd.DataFrame:
     """Method x protocol: clean error, CIFAR mCE, severity-5 mean, normalised and relative mCE."""
     ref = f"{reference['method']} [{reference['protocol']}]" if reference else "baseline"
+    cbar = any("cbar_error" in r for r in rows)
     return pd.DataFrame([{
         "method": r["method"], "protocol": r["protocol"], "n seeds": r["n_seeds"],
         "clean error (%)": _ms(r, "clean_error"), "mCE (%)": _ms(r, "mce"),
         "severity-5 error (%)": _ms(r, "severity5"),
         f"normalised mCE (% of {ref})": _ms(r, "mce_normalized", 1),
         f"relative mCE (% of {ref})": _ms(r, "relative_mce", 1),
+        # -C-bar: its own column (the paper's plain mean error), never folded into the mCE
+        **({"-C-bar mean error (%)": _ms(r, "cbar_error") if "cbar_error" in r else "—"}
+           if cbar else {}),
     } for r in rows])
 
 
