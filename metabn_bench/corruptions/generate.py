@@ -80,8 +80,9 @@ def corrupt_images(images: np.ndarray, name: str, severity: int, params: Any, se
             first = start_index + pos + start
             rng = ImageRandom(seed, name, severity, range(first, first + part.shape[0]), device)
             y = registry.to_uint8(op(registry.as_input(part), params, rng))
-            y = y.permute(0, 2, 3, 1).contiguous().cpu()
-            out[pos + start:pos + start + part.shape[0]] = y.numpy()
+            # straight into the output array: one strided copy instead of two
+            torch.from_numpy(out[pos + start:pos + start + part.shape[0]]).copy_(
+                y.permute(0, 2, 3, 1))
         pos += batch.shape[0]
         if progress is not None:
             progress.update(batch.shape[0])
