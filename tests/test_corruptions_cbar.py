@@ -22,6 +22,7 @@ from metabn_bench.corruptions.generate import corrupt_images
 from metabn_bench.corruptions.names import CBAR
 from metabn_bench.corruptions.ops import CORRUPTIONS
 from metabn_bench.corruptions.rng import ImageRandom
+from metabn_bench.data.store import open_set
 from metabn_bench.data.synthetic import make_split
 from metabn_bench.reporting.metrics import cells_frame, summary_rows
 from tests import cbar_reference as ref
@@ -184,3 +185,12 @@ def test_bad_benchmark_options_are_one_line_errors(tmp_path: Path, args: list[st
                                       str(tmp_path / "x"), "--n", "10", *args])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert message in result.output, result.output
+
+
+def test_a_released_cbar_directory_loads_as_it_is(tmp_path: Path) -> None:
+    images = make_split("test", 4)
+    np.save(tmp_path / "ripple.npy", np.tile(images.images, (5, 1, 1, 1)))
+    np.save(tmp_path / "labels.npy", np.tile(images.labels, 5))
+    with pytest.warns(UserWarning, match="no manifest.json"):
+        cset = open_set(tmp_path)
+    assert cset.corruptions == ["ripple"] and cset.n == 4
