@@ -7,7 +7,16 @@ CIFAR-10-C-style set uses). Prints images/s per corruption (all five severities)
 ratio, and the time of a full 15 x 5 x 10,000 CIFAR set, measured (--full) or extrapolated
 from the sample (said which).
 
+`--per-core R` prints the per-core breakdown instead: process CPU time per image of each corruption (all
+five severities, one torch thread) for the package and the engine (cifar table), measured in R
+interleaved rounds (package, engine, package, ... so that load from other processes hits both
+alike; the fastest round counts), with two floors per op: the I/O floor (what every op pays to
+read its uint8 bytes, convert them to float64 NCHW and back, and write them: `corrupt_images`
+with an identity op) and the draw floor (the op's own random draws replayed alone). What is left
+above the floors is the op's arithmetic.
+
     .venv/bin/python benchmarks/corruptions.py --n 1000 --n-reference 200
+    .venv/bin/python benchmarks/corruptions.py --n 500 --n-reference 100 --threads 1 --per-core 3
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -26,7 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from metabn_bench.config import CorruptConfig
 from metabn_bench.corruptions import COMMON, reference_backend, tables
+from metabn_bench.corruptions import generate as generate_mod
 from metabn_bench.corruptions.generate import corrupt_dataset, corrupt_images, cpu_workers
+from metabn_bench.corruptions.ops import CORRUPTIONS
+from metabn_bench.corruptions.registry import Corruption
+from metabn_bench.corruptions.rng import ImageRandom
 from metabn_bench.data.arrays import ArraySet
 from metabn_bench.data.synthetic import make_split
 
@@ -66,6 +80,98 @@ def time_reference(images: np.ndarray, name: str) -> float:
     return time.perf_counter() - start
 
 
+def cpu_ms(fn: object, n: int) -> float:
+    """Process CPU milliseconds per image of fn() over n images."""
+    start = time.process_time()
+    fn()  # type: ignore[operator]
+    return (time.process_time() - start) / n * 1e3
+
+
+class ReplayRandom(ImageRandom):
+    """An ImageRandom that records every draw an op asks for, to replay the draws alone."""
+
+    calls: ClassVar[list[tuple[str, tuple, dict]]] = []
+
+    def _record(self, kind: str, *args: object, **kwargs: object) -> object:
+        ReplayRandom.calls.append((kind, args, kwargs))
+        return getattr(ImageRandom, kind)(self, *args, **kwargs)
+
+    def uniform(self, *shape, **kw):  # type: ignore[no-untyped-def]
+        return self._record("uniform", *shape, **kw)
+
+    def normal(self, *shape, **kw):  # type: ignore[no-untyped-def]
+        return self._record("normal", *shape, **kw)
+
+    def randint(self, *args, **kw):  # type: ignore[no-untyped-def]
+        return self._record("randint", *args, **kw)
+
+    def poisson(self, *args, **kw):  # type: ignore[no-untyped-def]
+        return self._record("poisson", *args, **kw)
+
+
+def floors(images: np.ndarray, name: str, severity: int) -> tuple[float, float]:
+    """(I/O floor, draw floor) in CPU ms per image for one (corruption, severity)."""
+    original = CORRUPTIONS.get(name)
+    params = tables.params("cifar", name, severity)
+    CORRUPTIONS._items[name] = Corruption(name, lambda x, p, rng: x * 255, False)
+    try:
+        io = cpu_ms(lambda: corrupt_images(images, name, severity, params, 0, CPU), len(images))
+    finally:
+        CORRUPTIONS._items[name] = original
+    # record the op's draws on one chunk, then time only those draws for every chunk
+    ReplayRandom.calls = []
+    chunk = generate_mod.CPU_CHUNK
+    rng = ReplayRandom(0, name, severity, range(chunk), CPU)
+    original.op(generate_mod.registry.as_input(torch.from_numpy(images[:chunk])), params, rng)
+    calls = list(ReplayRandom.calls)
+
+    def replay() -> None:
+        for start in range(0, len(images), chunk):
+            r = ImageRandom(0, name, severity, range(start, start + chunk), CPU)
+            for kind, args, kwargs in calls:
+                getattr(ImageRandom, kind)(r, *args, **kwargs)
+
+    return io, cpu_ms(replay, len(images)) if calls else 0.0
+
+
+CPU = torch.device("cpu")
+
+
+def per_core(names: list[str], ours: np.ndarray, ref: np.ndarray, rounds: int) -> None:
+    """The interleaved per-core breakdown (module docstring)."""
+    best: dict[str, dict[str, float]] = {n: {"ref": np.inf, "ours": np.inf} for n in names}
+    for r in range(rounds):
+        for name in names:
+            t_ref = cpu_ms(lambda name=name: [reference_backend.corrupt_images(ref, name, s, 0)
+                                              for s in range(1, 6)], len(ref))
+            t_ours = cpu_ms(lambda name=name: [
+                corrupt_images(ours, name, s, tables.params("cifar", name, s), 0, CPU)
+                for s in range(1, 6)], len(ours))
+            best[name]["ref"] = min(best[name]["ref"], t_ref)
+            best[name]["ours"] = min(best[name]["ours"], t_ours)
+        print(f"  per-core round {r + 1}/{rounds} done", flush=True)
+    rows, total = [], {"ref": 0.0, "ours": 0.0, "io": 0.0, "draw": 0.0}
+    for name in names:
+        io, draw = (sum(v) for v in zip(*(floors(ours, name, s) for s in range(1, 6))))
+        b = best[name]
+        total["ref"] += b["ref"]
+        total["ours"] += b["ours"]
+        total["io"] += io
+        total["draw"] += draw
+        rows.append([name, f"{b['ref']:.2f}", f"{b['ours']:.3f}", f"{b['ref'] / b['ours']:.1f}x",
+                     f"{io:.3f}", f"{draw:.3f}", f"{max(b['ours'] - io - draw, 0):.3f}"])
+    rows.append(["all (15 x 5 cells per image)" if len(names) == 15 else "all",
+                 f"{total['ref']:.1f}", f"{total['ours']:.2f}",
+                 f"{total['ref'] / total['ours']:.1f}x", f"{total['io']:.2f}",
+                 f"{total['draw']:.2f}", f"{max(total['ours'] - total['io'] - total['draw'], 0):.2f}"])
+    print(f"\nper core: process CPU ms per image, five severities, one thread; fastest of {rounds} "
+          f"interleaved rounds; imagecorruptions (imagenet table, {len(ref)} images) against the "
+          f"engine (cifar table, {len(ours)} images)")
+    print(tabulate(rows, headers=["corruption", "imagecorruptions ms", "engine ms", "ratio",
+                                  "I/O floor ms", "draw floor ms", "above floors ms"],
+                   tablefmt="github"))
+
+
 def main() -> None:
     """Run the comparison and print the table."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -75,6 +181,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch-size", type=int, default=500)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    ap.add_argument("--per-core", type=int, default=0, metavar="ROUNDS",
+                    help="also the interleaved per-core breakdown with floors, in ROUNDS rounds")
     ap.add_argument("--full", action="store_true",
                     help="also time the full 15 x 5 x 10,000 CIFAR set (else extrapolate)")
     args = ap.parse_args()
@@ -89,6 +197,9 @@ def main() -> None:
         corrupt_images(images[:8], name, 1, tables.params("cifar", name, 1), 0, device)
         if args.n_reference:
             reference_backend.corrupt_images(images[:2], name, 1, 0)
+    if args.per_core:
+        per_core(names, ours_images, ref_images, args.per_core)
+        return
     rows, totals = [], {"ref": 0.0, "in": 0.0, "cifar": 0.0}
     for name in names:
         t_ref = time_reference(ref_images, name) if args.n_reference else float("nan")

@@ -75,6 +75,28 @@ def check_corrupt_config(cfg: CorruptConfig, where: str = "") -> None:
     backends = ("torch", "imagecorruptions")
     if cfg.backend not in backends:
         raise UserError(f"unknown backend '{cfg.backend}'; valid: {', '.join(backends)}")
+    if cfg.benchmark not in cnames.BENCHMARKS:
+        raise UserError(f"unknown benchmark '{cfg.benchmark}'; valid: "
+                        f"{', '.join(cnames.BENCHMARKS)}")
+    if cfg.benchmark == "c-bar":
+        if cfg.backend != "torch":
+            raise UserError("--benchmark c-bar needs --backend torch (the imagecorruptions "
+                            "package has no -C-bar corruptions)")
+        if cfg.extras:
+            raise UserError("--extras adds the 4 extra -C corruptions; -C-bar has none "
+                            "(drop --extras or use --benchmark c)")
+        if cfg.preset != "auto":
+            tables.cbar_table(cfg.preset)
+    wrong = [c for c in cfg.corruptions if cnames.benchmark_of(c) != cfg.benchmark]
+    if wrong:
+        raise UserError(f"{', '.join(wrong)} not in benchmark '{cfg.benchmark}'; valid: "
+                        f"{', '.join(_benchmark_names(cfg.benchmark))}")
+
+
+def _benchmark_names(benchmark: str) -> tuple[str, ...]:
+    from metabn_bench.corruptions import names as cnames
+
+    return cnames.ALL if benchmark == "c" else cnames.CBAR
 
 
 def check_eval_config(cfg: EvalConfig, where: str = "") -> None:

@@ -12,6 +12,7 @@ import torch
 from metabn_bench.config import CorruptConfig
 from metabn_bench.corruptions import COMMON, reference_backend, tables, textures
 from metabn_bench.corruptions.generate import corrupt_dataset, corrupt_images
+from metabn_bench.corruptions.names import CBAR
 from metabn_bench.corruptions.ops import CORRUPTIONS
 from metabn_bench.data.synthetic import make_split
 from metabn_bench.errors import UserError
@@ -20,11 +21,13 @@ CPU = torch.device("cpu")
 
 
 def test_every_reference_corruption_is_registered() -> None:
-    assert set(CORRUPTIONS.names()) == set(COMMON) | {"speckle_noise", "gaussian_blur",
-                                                      "spatter", "saturate"}
+    minus_c = set(COMMON) | {"speckle_noise", "gaussian_blur", "spatter", "saturate"}
+    assert set(CORRUPTIONS.names()) == minus_c | set(CBAR)
     for preset in tables.TABLES:
-        assert set(tables.table(preset)) == set(CORRUPTIONS.names())
+        assert set(tables.table(preset)) == minus_c
         assert all(len(v) == 5 for v in tables.table(preset).values())
+    assert set(tables.cbar_table("cifar")) == set(CBAR)
+    assert all(len(v) == 5 for v in tables.cbar_table("cifar").values())
 
 
 def test_auto_preset_picks_by_size_and_refuses_sizes_without_a_table() -> None:

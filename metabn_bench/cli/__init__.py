@@ -61,6 +61,7 @@ def corrupt(
     seed: Annotated[int, typer.Option(help="Seed of every random corruption.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Images per batch (output does not depend on it).")] = 500,
     backend: Annotated[str, typer.Option(help="torch | imagecorruptions")] = "torch",
+    benchmark: Annotated[str, typer.Option(help="c: the -C corruptions (Hendrycks & Dietterich) | c-bar: CIFAR-10-C-bar's 10 (Mintun et al. 2021)")] = "c",  # noqa: E501
     data_root: Annotated[str, typer.Option(help="Where cifar10/cifar100/tinyimagenet live.")] = "data",
     label: Annotated[str, typer.Option(help="Provenance label of the data source.")] = "",
     device: DeviceOpt = "auto",
@@ -75,7 +76,7 @@ def corrupt(
 
     cfg = CorruptConfig(preset=preset, corruptions=csv_list(corruptions), extras=extras,
                         severities=int_list(severities, "--severities"), seed=seed, n_test=n,
-                        batch_size=batch_size, backend=backend)
+                        batch_size=batch_size, backend=backend, benchmark=benchmark)
     check_corrupt_config(cfg)  # before the data set is loaded or anything is written
     check_out_dir(out_dir)
     dev = resolve_device(device)

@@ -19,12 +19,11 @@ def listing(kind: str) -> list[tuple[str, str]]:
 
         return [(n, _first_line(METHODS.get(n))) for n in METHODS]
     if kind == "corruptions":
-        from metabn_bench.corruptions import ALL
-        from metabn_bench.corruptions.names import group_of
+        from metabn_bench.corruptions.names import KNOWN, group_of
         from metabn_bench.corruptions.ops import CORRUPTIONS
 
         return [(n, f"{group_of(n)}{'' if n in CORRUPTIONS else ' (not implemented yet)'}")
-                for n in ALL]
+                for n in KNOWN]
     if kind == "archs":
         from metabn_bench.models import ARCHS
 

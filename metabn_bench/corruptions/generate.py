@@ -47,6 +47,8 @@ def resolve_names(cfg: CorruptConfig) -> list[str]:
         for name in cfg.corruptions:
             registry.get(name)
         chosen = list(dict.fromkeys(cfg.corruptions))
+    elif cfg.benchmark == "c-bar":
+        chosen = [n for n in cnames.CBAR if n in registry.CORRUPTIONS]
     else:
         pool = cnames.ALL if cfg.extras else cnames.COMMON
         chosen = [n for n in pool if n in registry.CORRUPTIONS]
@@ -78,8 +80,9 @@ def corrupt_images(images: np.ndarray, name: str, severity: int, params: Any, se
             first = start_index + pos + start
             rng = ImageRandom(seed, name, severity, range(first, first + part.shape[0]), device)
             y = registry.to_uint8(op(registry.as_input(part), params, rng))
-            y = y.permute(0, 2, 3, 1).contiguous().cpu()
-            out[pos + start:pos + start + part.shape[0]] = y.numpy()
+            # straight into the output array: one strided copy instead of two
+            torch.from_numpy(out[pos + start:pos + start + part.shape[0]]).copy_(
+                y.permute(0, 2, 3, 1))
         pos += batch.shape[0]
         if progress is not None:
             progress.update(batch.shape[0])
@@ -108,7 +111,7 @@ def corrupt_dataset(clean: ArraySet, out_dir: str | Path, cfg: CorruptConfig,
     height, width = clean.image_size
     if height != width:
         raise UserError(f"images must be square for the size presets, got {height}x{width}")
-    preset, how = tables.choose_preset(cfg.preset, height)
+    preset, how = tables.choose_preset(cfg.preset, height, cfg.benchmark)
     if cfg.backend == "imagecorruptions":
         reference_backend.check_preset(preset)
         reference_backend.load()
@@ -118,9 +121,11 @@ def corrupt_dataset(clean: ArraySet, out_dir: str | Path, cfg: CorruptConfig,
         "dataset": {"spec": dataset_spec, "source": clean.source, "split": "test",
                     "n": len(clean), "image_size": [height, width], "classes": list(clean.classes),
                     **({"subset": clean.notes["subset"]} if "subset" in clean.notes else {})},
-        "preset": preset, "param_table_sha256": tables.table_hash(preset),
+        "preset": preset, "param_table_sha256": tables.table_hash(preset, cfg.benchmark),
         "seed": cfg.seed, "severities": list(severities), "backend": cfg.backend,
         "n": len(clean),
+        # -C sets keep the identity they always had (so their resume checks still match)
+        **({"benchmark": cfg.benchmark} if cfg.benchmark != "c" else {}),
     }
     meta = {"layout": "CIFAR-10-C: <corruption>.npy (severities x N, H, W, 3) uint8, "
                       "severity-major; labels.npy tiled 5 times",

@@ -4,7 +4,16 @@ One module per family registers its ops when imported; this module imports them 
 the registry's lookups, so `CORRUPTIONS` here always lists every implemented corruption.
 """
 
-from metabn_bench.corruptions import blur, digital, noise, spatter, weather  # noqa: F401  (registration)
+from metabn_bench.corruptions import (  # noqa: F401  (registration)
+    blur,
+    cbar_noise,
+    cbar_sparkles,
+    cbar_warp,
+    digital,
+    noise,
+    spatter,
+    weather,
+)
 from metabn_bench.corruptions.registry import CORRUPTIONS, as_input, get, to_uint8
 
 __all__ = ["CORRUPTIONS", "as_input", "get", "to_uint8"]

@@ -112,6 +112,27 @@ EXTRAS: dict[str, dict[str, Any]] = {
 }
 
 TABLES: dict[str, Table] = {"cifar": CIFAR, "tinyimagenet": TINYIMAGENET, "imagenet": IMAGENET}
+
+# CIFAR-10-C-bar (Mintun, Kirillov & Xie, NeurIPS 2021; the official repository's
+# imagenet_c_bar/cifar10_c_bar.csv): each entry is the transform's level on its 0-10 scale
+# for severities 1..5; every op turns a level into its parameters (see each op's docstring).
+CBAR_CIFAR: Table = {
+    "blue_noise_sample": [0.7, 1.4, 2.1, 3.5, 4.2],
+    "checkerboard_cutout": [1.0, 2.0, 3.0, 4.0, 5.0],
+    "inverse_sparkles": [1.0, 1.5, 2.5, 4.5, 5.0],
+    "pinch_and_twirl": [5.5, 6.0, 6.5, 8.5, 10.0],
+    "ripple": [5.5, 6.0, 6.5, 7.5, 8.0],
+    "brownish_noise": [2.5, 4.0, 5.5, 6.5, 7.0],
+    "circular_motion_blur": [2.8, 3.6, 4.4, 5.2, 6.0],
+    "lines": [0.5, 1.0, 1.5, 2.0, 2.5],
+    "sparkles": [0.7, 3.5, 5.6, 6.3, 7.0],
+    "transverse_chromatic_abberation": [1.0, 2.0, 5.0, 9.0, 10.0],
+}
+# ImageNet-C-bar's table exists (imagenet_c_bar.csv) but five of its ten corruptions
+# (caustic_refraction, perlin_noise, plasma_noise, cocentric_sine_waves,
+# single_frequency_greyscale) are not implemented here, so it is not offered; no
+# Tiny-ImageNet-C-bar table was published.
+CBAR_TABLES: dict[str, Table] = {"cifar": CBAR_CIFAR}
 NATIVE_SIZE = {"cifar": 32, "tinyimagenet": 64, "imagenet": 224}
 
 
@@ -122,15 +143,30 @@ def table(preset: str) -> Table:
     return TABLES[preset]
 
 
-def table_hash(preset: str) -> str:
-    """sha256 of the preset's table (and size settings), recorded in every manifest."""
+def cbar_table(preset: str) -> Table:
+    """The -C-bar table of a size preset; a UserError where none exists."""
+    if preset not in CBAR_TABLES:
+        raise UserError(f"no -C-bar parameter table for size preset '{preset}'; valid: "
+                        f"{', '.join(CBAR_TABLES)} (CIFAR-10-C-bar; name it with --preset at "
+                        "other sizes)")
+    return CBAR_TABLES[preset]
+
+
+def table_hash(preset: str, benchmark: str = "c") -> str:
+    """sha256 of the preset's table (and size settings), recorded in every manifest; for
+    benchmark 'c-bar' the -C-bar table's."""
+    if benchmark == "c-bar":
+        return sha256_text(json.dumps({"cbar_table": cbar_table(preset)}, sort_keys=True))
     payload = {"table": table(preset), "extras": EXTRAS.get(preset, {})}
     return sha256_text(json.dumps(payload, sort_keys=True))
 
 
 def params(preset: str, name: str, severity: int) -> Any:
     """The parameters an op receives for (preset, corruption, severity): the table entry, with
-    the size settings appended for fog (map size) and frost (texture scale)."""
+    the size settings appended for fog (map size) and frost (texture scale); a -C-bar
+    corruption's level from the -C-bar table."""
+    if name in CBAR_CIFAR:
+        return cbar_table(preset)[name][severity - 1]
     entry = table(preset)[name][severity - 1]
     extras = EXTRAS[preset]
     if name == "fog":
@@ -140,8 +176,20 @@ def params(preset: str, name: str, severity: int) -> Any:
     return entry
 
 
-def choose_preset(preset: str, image_size: int) -> tuple[str, str]:
-    """Resolve 'auto' by image size; return (preset, a sentence saying how it was chosen)."""
+def choose_preset(preset: str, image_size: int, benchmark: str = "c") -> tuple[str, str]:
+    """Resolve 'auto' by image size; return (preset, a sentence saying how it was chosen).
+
+    For -C-bar only the CIFAR-10-C-bar table exists: 'auto' picks it for 32x32 images, and any
+    other size must name it (its ops scale with the image side as the reference's do)."""
+    if benchmark == "c-bar":
+        if preset == "auto" and image_size != NATIVE_SIZE["cifar"]:
+            raise UserError(f"no -C-bar parameter table for {image_size}x{image_size} images "
+                            f"(CIFAR-10-C-bar is 32x32); name one with --preset "
+                            f"({', '.join(CBAR_TABLES)})")
+        chosen = "cifar" if preset == "auto" else preset
+        cbar_table(chosen)
+        return chosen, (f"-C-bar table '{chosen}' ("
+                        + ("auto: images are 32x32)" if preset == "auto" else "named)"))
     if preset != "auto":
         table(preset)
         return preset, f"size preset '{preset}' (named)"

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from metabn_bench import fsio
-from metabn_bench.corruptions.names import ALL, SEVERITIES, canonical_order
+from metabn_bench.corruptions.names import KNOWN, SEVERITIES, canonical_order
 from metabn_bench.data.specs import read_npy
 from metabn_bench.errors import UserError
 
@@ -121,7 +121,7 @@ def open_set(root: str | Path, verify: bool = True, allow_partial: bool = False)
                 "run the same corrupt command again to finish it")
     else:
         severities = SEVERITIES
-        names = [p.stem for p in root.glob("*.npy") if p.stem in ALL]
+        names = [p.stem for p in root.glob("*.npy") if p.stem in KNOWN]
         if verify:
             warnings.warn(f"'{root}' has no {MANIFEST}: read as a released set (CIFAR-10-C "
                           "layout), so no file is checked against a hash; a set made by "
@@ -154,11 +154,12 @@ def planned_corruptions(manifest: dict[str, Any]) -> list[str]:
     cfg = manifest.get("config") or {}
     named = cfg.get("corruptions") or []
     if named:
-        return canonical_order([c for c in named if c in ALL])
+        return canonical_order([c for c in named if c in KNOWN])
     from metabn_bench.corruptions import names as cnames
     from metabn_bench.corruptions import registry
 
-    pool = cnames.ALL if cfg.get("extras") else cnames.COMMON
+    pool = cnames.CBAR if cfg.get("benchmark") == "c-bar" else (
+        cnames.ALL if cfg.get("extras") else cnames.COMMON)
     return canonical_order([c for c in pool if c in registry.CORRUPTIONS])
 
 
@@ -205,7 +206,7 @@ def _check_manifest(path: Path, data: dict[str, Any]) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise bad("n", "a non-negative integer")
     planned = data.get("planned", [])
-    if not isinstance(planned, list) or any(c not in ALL for c in planned):
+    if not isinstance(planned, list) or any(c not in KNOWN for c in planned):
         raise bad("planned", "a list of corruption names")
     if not isinstance(data.get("set_id", ""), str):
         raise bad("set_id", "a string")

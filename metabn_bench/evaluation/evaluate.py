@@ -60,8 +60,9 @@ __all__ = ["CellResult", "Evaluator", "cells_of", "clean_images", "evaluate"]
 
 
 def cells_of(cset: CorruptedSet, extras: bool) -> list[tuple[str, int]]:
-    """('clean', 0) then every (corruption, severity) of the set in canonical order."""
-    names = [c for c in cset.corruptions if extras or c in cnames.COMMON]
+    """('clean', 0) then every (corruption, severity) of the set in canonical order (the 4 -C
+    extras only with `extras`; -C-bar corruptions always: they are their own benchmark)."""
+    names = [c for c in cset.corruptions if extras or c not in cnames.EXTRA]
     return [("clean", 0)] + [(c, s) for c in names for s in cset.severities]
 
 

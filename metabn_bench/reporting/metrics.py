@@ -9,7 +9,11 @@ Definitions (every table labels its numbers with these):
   summed over severities divided by a reference run's, averaged over corruptions, x 100; the
   reference is a declared baseline (default: vanilla under protocol none, mean over its seeds),
   since CIFAR has no AlexNet row;
-- relative mCE: the same with (error - clean error) in numerator and denominator.
+- relative mCE: the same with (error - clean error) in numerator and denominator;
+- -C-bar mean error: the unnormalised mean error over the CIFAR-10-C-bar corruptions x 5
+  severities, as Mintun, Kirillov & Xie (NeurIPS 2021) report it (their test script's
+  'overall-avg'); its own number, never part of the -C mCE, and present only where the rows
+  hold -C-bar cells.
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ def run_metrics(df: pd.DataFrame) -> pd.DataFrame:
         for sev in cnames.SEVERITIES:
             sel = common[common["severity"] == sev]["error"]
             rec[f"severity{sev}"] = float(sel.mean()) if len(sel) else np.nan
+        cbar = g[g["corruption"].isin(cnames.CBAR)]
+        rec["cbar_error"] = float(cbar["error"].mean()) if len(cbar) else np.nan
+        rec["cbar_corruptions"] = cnames.canonical_order(sorted(set(cbar["corruption"])))
         out.append(rec)
     return pd.DataFrame(out)
 
@@ -91,6 +98,9 @@ def summary_rows(df: pd.DataFrame, baseline_method: str = "vanilla") -> list[dic
             rec[f"severity{sev}"], rec[f"severity{sev}_std"] = _mean_std(g[f"severity{sev}"])
         for key in ("mce_normalized", "relative_mce"):
             rec[key], rec[f"{key}_std"] = _mean_std(g[key])
+        if g["cbar_error"].notna().any():  # -C-only summaries keep their fields as they were
+            rec["cbar_error"], rec["cbar_error_std"] = _mean_std(g["cbar_error"])
+            rec["cbar_corruptions"] = g["cbar_corruptions"].iloc[0]
         records.append(rec)
     base = {r["protocol"]: r for r in records if r["method"] == baseline_method}
     for rec in records:

@@ -64,8 +64,8 @@ def corruption_bars(report: Report, protocol: str, path: Path) -> Path | None:
     ax.set_ylabel("error (%), mean over severities")
     ax.set_title(f"Error per corruption, protocol {protocol} (bars: std over seeds)")
     for xi, c in enumerate(corruptions):
-        if c in cnames.EXTRA:
-            ax.axvspan(xi - 0.45, xi + 0.45, color="0.9", zorder=0)  # extras: not in mCE
+        if c in cnames.EXTRA or c in cnames.CBAR:
+            ax.axvspan(xi - 0.45, xi + 0.45, color="0.9", zorder=0)  # extras, -C-bar: not in mCE
     ax.legend(fontsize=8, ncol=min(4, len(methods)))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

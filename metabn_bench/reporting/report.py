@@ -135,6 +135,9 @@ def definitions(baseline: str, reference: dict[str, Any] | None) -> dict[str, st
         "mce_normalized": "ImageNet-C-style mCE: per corruption, the error summed over severities "
                           f"divided by the reference's ({ref}), averaged over corruptions, x 100",
         "relative_mce": "as mce_normalized with (error - clean error) in numerator and denominator",
+        "cbar_error": "-C-bar mean error: unnormalised mean error (%) over the listed CIFAR-10-C-bar "
+                      "corruptions x severities (Mintun et al. 2021; only where -C-bar cells "
+                      "exist; never part of mce)",
         "std": "sample standard deviation over seeds (0 for one seed)",
         f"delta_mce_vs_{b}": f"mce minus the mce of {b} under the same protocol (points)",
         f"delta_clean_error_vs_{b}": f"clean_error minus that of {b} under the same protocol",

@@ -102,6 +102,13 @@ def _protocol_sections(report: Report, protocol: str) -> list[Section]:
                            level=3, table=deltas, paragraphs=[
                                "Paired delta in points (mean over severities and paired seeds) "
                                "and its verdict: W win, T tie, L loss (95% paired bootstrap)."]))
+    cbar = corruption_view(frame, protocol, cnames.CBAR)
+    if not cbar.empty and len(cbar.columns) > 2:
+        out.append(Section(f"-C-bar corruptions, protocol {protocol}", level=3, table=cbar,
+                           paragraphs=["CIFAR-10-C-bar (Mintun, Kirillov & Xie, NeurIPS 2021): "
+                                       "error (%) per corruption, mean over severities; their "
+                                       "mean is the summary's -C-bar column, never part of the "
+                                       "-C mCE."]))
     extras = corruption_view(frame, protocol, cnames.EXTRA)
     if not extras.empty and len(extras.columns) > 2:
         out.append(Section(f"Extra corruptions, protocol {protocol}", level=3, table=extras,

@@ -38,15 +38,19 @@ def summary_view(rows: list[dict[str, Any]], reference: dict[str, Any] | None,
     """Method x protocol: clean error, CIFAR mCE, severity-5 mean, normalised and relative mCE;
     a protocol that does not apply to a method: 'n/a [k]' in every column (footnote k)."""
     ref = f"{reference['method']} [{reference['protocol']}]" if reference else "baseline"
+    cbar = any("cbar_error" in r for r in rows)
     metrics = ["clean error (%)", "mCE (%)", "severity-5 error (%)",
                f"normalised mCE (% of {ref})", f"relative mCE (% of {ref})"]
+    # -C-bar: its own column (the paper's plain mean error), never folded into the mCE
+    cbar_col = ["-C-bar mean error (%)"] if cbar else []
     lines = [{
         "method": r["method"], "protocol": r["protocol"], "n seeds": r["n_seeds"],
         **dict(zip(metrics, [_ms(r, "clean_error"), _ms(r, "mce"), _ms(r, "severity5"),
                              _ms(r, "mce_normalized", 1), _ms(r, "relative_mce", 1)])),
+        **{c: _ms(r, "cbar_error") if "cbar_error" in r else "—" for c in cbar_col},
     } for r in rows]
     lines += [{"method": e["method"], "protocol": e["protocol"], "n seeds": e["runs"],
-               **{m: na.cell(e) for m in metrics}} for e in not_applicable or []]
+               **{m: na.cell(e) for m in metrics + cbar_col}} for e in not_applicable or []]
     return pd.DataFrame(lines)
 
 

@@ -61,7 +61,7 @@ def expected_cells(cfg: SuiteConfig) -> list[tuple[str, int]]:
     """('clean', 0) then every (corruption, severity) the suite evaluates, as evaluate() does."""
     from metabn_bench.corruptions import names as cnames
 
-    names = [c for c in _expected_corruptions(cfg) if cfg.eval.extras or c in cnames.COMMON]
+    names = [c for c in _expected_corruptions(cfg) if cfg.eval.extras or c not in cnames.EXTRA]
     severities = sorted(set(cfg.corrupt.severities))
     return [("clean", 0)] + [(c, s) for c in names for s in severities]
 
