@@ -18,7 +18,7 @@ import pandas as pd
 from metabn_bench import fsio
 from metabn_bench.data import per_image
 from metabn_bench.errors import UserError
-from metabn_bench.reporting import stats
+from metabn_bench.reporting import hierarchical, stats
 from metabn_bench.reporting.document import Section, render_document, render_table
 from metabn_bench.reporting.metrics import cells_frame, normalization_reference, summary_rows
 from metabn_bench.reporting.missing import missing_cells, run_status
@@ -133,6 +133,13 @@ def definitions(baseline: str, reference: dict[str, Any] | None) -> dict[str, st
                                   "(see 'statistics'; null without per-image results)",
         f"delta_mce_vs_{b}_paired": "the paired delta that interval is about: over the seeds both "
                                     "rows have (differs from delta_mce_vs_* when their seeds differ)",
+        f"delta_mce_vs_{b}_ci95_seeds": "95% two-stage bootstrap interval of the same paired "
+                                        "delta: seeds, then test images (see "
+                                        "'statistics.with_seeds'); includes seed variance",
+        f"delta_clean_error_vs_{b}_ci95_seeds": "as delta_mce_vs_*_ci95_seeds, for clean error",
+        f"delta_mce_vs_{b}_per_seed": "seed -> the paired mCE delta of that seed's two runs "
+                                      "(null when seeds are not paired)",
+        f"delta_clean_error_vs_{b}_per_seed": "as delta_mce_vs_*_per_seed, for clean error",
         f"win_tie_loss_vs_{b}": "common corruptions whose paired delta interval lies below 0 "
                                 "(win), above 0 (loss) or contains 0 (tie)",
         "reported": "published numbers (resources/published.yaml) shown only where data set, "
@@ -160,6 +167,15 @@ def _attach(rows: list[dict[str, Any]], comparisons: list[stats.Comparison], bas
         r[f"delta_mce_vs_{baseline}_paired"] = comp.mce.estimate if ok and comp.mce else None
         r[f"win_tie_loss_vs_{baseline}"] = comp.win_tie_loss() if ok and comp.corruptions else None
         r[f"paired_seeds_vs_{baseline}"] = comp.seeds if ok and comp.seeds_paired else None
+        r[f"delta_clean_error_vs_{baseline}_ci95_seeds"] = (
+            comp.clean_seeds.as_list() if ok and comp.clean_seeds else None)
+        r[f"delta_mce_vs_{baseline}_ci95_seeds"] = (
+            comp.mce_seeds.as_list() if ok and comp.mce_seeds else None)
+        # JSON keys are strings: seed -> delta, paired seeds only
+        r[f"delta_mce_vs_{baseline}_per_seed"] = (
+            {str(k): v for k, v in comp.per_seed.get("mce", {}).items()} or None) if ok else None
+        r[f"delta_clean_error_vs_{baseline}_per_seed"] = (
+            {str(k): v for k, v in comp.per_seed.get("clean", {}).items()} or None) if ok else None
         if comp is not None and comp.reason:
             r[f"comparison_note_vs_{baseline}"] = comp.reason
 
@@ -185,13 +201,15 @@ def build_report(cell_rows: list[dict[str, Any]], provenance: dict[str, Any],
     rows = summary_rows(df, baseline)
     reference = normalization_reference(df, baseline)
     comparisons = stats.paired_comparisons(df, vectors, baseline, resamples)
+    hierarchical.add_seed_intervals(comparisons, resamples)
     _attach(rows, comparisons, baseline)
     missing = missing_cells(df)
     published = published_rows(df, rows)
     extra = {
         "baseline": {"method": baseline,
                      "normalization_reference": reference.describe() if reference else None},
-        "statistics": stats.describe(resamples),
+        "statistics": stats.describe(resamples) | {
+            "with_seeds": hierarchical.describe(resamples, stats.LEVEL, stats.SEED)},
         "missing": {"runs": list(unfinished or []), "cells": missing},
         "reported": [{k: p[k] for k in ("method", "protocol", "metric", "reported", "reported_as",
                                         "citation", "notes")} | {"definition": METRICS[p["metric"]]}

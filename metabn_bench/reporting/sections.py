@@ -68,8 +68,15 @@ def _comparison(report: Report, baseline: str) -> Section:
     text = (f"Deltas are method minus {baseline} under the same protocol, in points (negative = "
             f"fewer errors). The paired interval is a {desc['method']}, "
             f"{desc['resamples']} resamples, seed {desc['seed']}: it measures which test images "
-            "were drawn, not seed-to-seed variation. win/tie/loss counts common corruptions "
-            "whose paired interval lies below 0 / contains 0 / lies above 0.")
+            "were drawn, not seed-to-seed variation. The 'seeds + images' interval is a "
+            "two-stage (hierarchical) bootstrap of the same delta: seeds with replacement "
+            "(paired by seed value), then test images; it is the one to read when asking "
+            "whether a difference would survive retraining, and both are shown because their "
+            "gap says how much of the uncertainty is seed variance. With 2 or 3 seeds the "
+            "seed stage is crude and underestimates seed variance (Davison & Hinkley 1997, "
+            "sec. 3.8). The per-seed deltas are the paired mCE deltas of each seed's two runs. "
+            "win/tie/loss counts common corruptions whose image-only paired interval lies "
+            "below 0 / contains 0 / lies above 0.")
     table = comparison_view(report.rows, report.comparisons, baseline)
     if table.empty:
         return Section(f"Comparison with {baseline}",

@@ -50,6 +50,11 @@ def _ci(interval: Any) -> str:
     return f"{interval.estimate:+.2f} [{interval.low:+.2f}, {interval.high:+.2f}]"
 
 
+def _per_seed(deltas: dict[int, float]) -> str:
+    """'s0 +1.23, s1 +0.98' (paired seeds only)."""
+    return ", ".join(f"s{k} {v:+.2f}" for k, v in sorted(deltas.items())) or "—"
+
+
 def comparison_view(rows: list[dict[str, Any]], comparisons: list[Comparison],
                     baseline: str) -> pd.DataFrame:
     """Deltas against the baseline with paired-bootstrap intervals and win/tie/loss counts."""
@@ -69,6 +74,8 @@ def comparison_view(rows: list[dict[str, Any]], comparisons: list[Comparison],
             "Δ clean, paired [95% CI]": _ci(comp.clean),
             "Δ mCE": "—" if d_mce is None else f"{d_mce:+.2f}",
             "Δ mCE, paired [95% CI]": _ci(comp.mce),
+            "Δ mCE [95% CI, seeds + images]": _ci(comp.mce_seeds),
+            "Δ mCE per seed": _per_seed(comp.per_seed.get("mce", {})),
             "win/tie/loss": (f"{len(wtl['win'])}/{len(wtl['tie'])}/{len(wtl['loss'])}"
                              if comp.corruptions else "—"),
             "note": comp.reason or "",
