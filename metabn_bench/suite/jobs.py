@@ -73,7 +73,7 @@ def plan_jobs(cfg: SuiteConfig, work_dir: Path, num_classes: int) -> tuple[Job, 
 
     jobs = []
     for method in cfg.methods:
-        for seed in cfg.seeds:
+        for seed in cfg.seeds_for(method):
             tcfg = replace(cfg.train, method=method, seed=seed,
                            hparams=dict(cfg.method_hparams.get(method, {})))
             tcfg = resolve_config(tcfg, num_classes)

@@ -28,7 +28,7 @@ def report_suite(plan: SuitePlan, results_dir: Path,
     rows = [r for r in found.rows if r["protocol"] in cfg.eval.protocols and r["set_id"] == set_id]
     prov = {**provenance.environment(device or resolve_device(cfg.train.device)),
             "data_source": plan.data_source, "preset": cfg.name,
-            "seeds": list(cfg.seeds), "arch": cfg.train.arch,
+            "seeds": sorted({s for m in cfg.methods for s in cfg.seeds_for(m)}), "arch": cfg.train.arch,
             "corrupted_set": plan.set_label, "config": to_dict(cfg)}
     report = build_report(rows, prov, vectors=found.vectors)
     write_results(report, results_dir, f"{cfg.name}: {cfg.description or 'results'}")  # + plots/

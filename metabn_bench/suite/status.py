@@ -21,6 +21,7 @@ import pandas as pd
 
 from metabn_bench import fsio
 from metabn_bench.config import SuiteConfig, to_dict
+from metabn_bench.config_checks import check_suite_config
 from metabn_bench.errors import UserError
 from metabn_bench.runlock import holder, read_failure
 from metabn_bench.runs import CONFIG, DONE, EVAL_FILE, METRICS
@@ -154,6 +155,7 @@ def _jobs_for(cfg: SuiteConfig, work_dir: Path) -> tuple[Job, ...]:
 def suite_status(cfg: SuiteConfig, work_dir: str | Path | None = None,
                  results_dir: str | Path | None = None) -> SuiteStatus:
     """Read the state of every part of the suite described by `cfg`."""
+    check_suite_config(cfg)  # a bad preset is one line here too, not a plan of wrong jobs
     work = Path(work_dir or Path("runs") / cfg.name)
     if work.exists() and not work.is_dir():
         raise UserError(f"work directory '{work}' is not a directory")
