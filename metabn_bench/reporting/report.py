@@ -18,6 +18,7 @@ import pandas as pd
 from metabn_bench import fsio
 from metabn_bench.data import per_image
 from metabn_bench.errors import UserError
+from metabn_bench.reporting import costs as train_costs
 from metabn_bench.reporting import hierarchical, stats
 from metabn_bench.reporting.document import Section, render_document, render_table
 from metabn_bench.reporting.metrics import cells_frame, normalization_reference, summary_rows
@@ -46,6 +47,7 @@ class Collected:
     confidences: per_image.PerImage = field(default_factory=dict)
     unfinished: list[dict[str, Any]] = field(default_factory=list)
     not_applicable: list[dict[str, Any]] = field(default_factory=list)  # n/a rows: no metric
+    training: dict[str, train_costs.TrainingCost] = field(default_factory=dict)  # run id -> cost
 
 
 def collect(paths: list[str | Path]) -> Collected:
@@ -60,6 +62,7 @@ def collect(paths: list[str | Path]) -> Collected:
             out.rows += rows
             out.vectors.update(per_image.load_results(csv.parent, rows))
             out.confidences.update(per_image.load_results_confidences(csv.parent, rows))
+            out.training.update(train_costs.from_results_dir(csv.parent))
             continue
         found = [path / EVAL_FILE] if (path / EVAL_FILE).is_file() else sorted(path.rglob(EVAL_FILE))
         out.unfinished += run_status([path])
@@ -73,6 +76,9 @@ def collect(paths: list[str | Path]) -> Collected:
             out.rows += rows
             out.vectors.update(per_image.load_run(file.parent, rows))
             out.confidences.update(per_image.load_run_confidences(file.parent, rows))
+            cost = train_costs.read_training_cost(file.parent)
+            if cost is not None:
+                out.training[file.parent.name] = cost
     return out
 
 
@@ -104,6 +110,7 @@ def summary_table(rows: list[dict[str, Any]], baseline: str = "vanilla") -> pd.D
             "mCE (%)": fmt(r["mce"], r["mce_std"] if r["n_seeds"] > 1 else None),
             "severity-5 error (%)": fmt(r["severity5"]),
             f"Δ mCE vs {baseline}": "—" if delta is None else f"{delta:+.2f}",
+            f"train cost (x {baseline})": train_costs.cost_text(r, baseline),
         })
     return pd.DataFrame(lines)
 
@@ -142,6 +149,11 @@ def definitions(baseline: str, reference: dict[str, Any] | None) -> dict[str, st
         f"delta_clean_error_vs_{b}_per_seed": "as delta_mce_vs_*_per_seed, for clean error",
         f"win_tie_loss_vs_{b}": "common corruptions whose paired delta interval lies below 0 "
                                 "(win), above 0 (loss) or contains 0 (tie)",
+        f"train_cost_vs_{b}": "median over the method's seeds of its runs' recorded training "
+                              f"time divided by {b}'s (train_cost_clock: CPU = process CPU "
+                              "seconds, wall = wall seconds; see 'training'); null without "
+                              "records",
+        "train_seconds_median": "the method's median training time (s) on that clock",
         "reported": "published numbers (resources/published.yaml) shown only where data set, "
                     "architecture, protocol and test set match; never mixed with measured ones",
     }
@@ -184,7 +196,8 @@ def build_report(cell_rows: list[dict[str, Any]], provenance: dict[str, Any],
                  baseline: str = "vanilla", vectors: per_image.PerImage | None = None,
                  unfinished: list[dict[str, Any]] | None = None,
                  resamples: int = stats.RESAMPLES,
-                 confidences: per_image.PerImage | None = None) -> Report:
+                 confidences: per_image.PerImage | None = None,
+                 training: dict[str, train_costs.TrainingCost] | None = None) -> Report:
     """Everything a report needs: the long frame, summary rows, comparisons, the summary document."""
     df = cells_frame(cell_rows)
     if df.empty:
@@ -203,6 +216,7 @@ def build_report(cell_rows: list[dict[str, Any]], provenance: dict[str, Any],
     comparisons = stats.paired_comparisons(df, vectors, baseline, resamples)
     hierarchical.add_seed_intervals(comparisons, resamples)
     _attach(rows, comparisons, baseline)
+    run_costs = train_costs.attach_costs(rows, training or {}, baseline)
     missing = missing_cells(df)
     published = published_rows(df, rows)
     extra = {
@@ -211,6 +225,7 @@ def build_report(cell_rows: list[dict[str, Any]], provenance: dict[str, Any],
         "statistics": stats.describe(resamples) | {
             "with_seeds": hierarchical.describe(resamples, stats.LEVEL, stats.SEED)},
         "missing": {"runs": list(unfinished or []), "cells": missing},
+        "training": train_costs.costs_record(run_costs),
         "reported": [{k: p[k] for k in ("method", "protocol", "metric", "reported", "reported_as",
                                         "citation", "notes")} | {"definition": METRICS[p["metric"]]}
                      for p in published],
@@ -229,7 +244,8 @@ def report_from_paths(paths: list[str | Path], baseline: str = "vanilla",
     found = collect(paths)
     _check_baseline(baseline, found.rows, known_methods)
     report = build_report(found.rows, provenance_of([Path(p) for p in paths], found.rows), baseline,
-                          found.vectors, found.unfinished, confidences=found.confidences)
+                          found.vectors, found.unfinished, confidences=found.confidences,
+                          training=found.training)
     if plots_dir is not None:
         from metabn_bench.reporting.plots import write_plots
 

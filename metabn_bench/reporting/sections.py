@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from metabn_bench.corruptions import names as cnames
 from metabn_bench.reporting import stats
 from metabn_bench.reporting.calibration import calibration_view
+from metabn_bench.reporting.costs import devices
 from metabn_bench.reporting.document import Section
 from metabn_bench.reporting.model import Report
 from metabn_bench.reporting.published import load_published
@@ -32,11 +35,12 @@ def report_sections(report: Report, images: list[tuple[str, str]]) -> list[Secti
     if caveats:
         sections.append(Section("Read first", bullets=caveats))
     sections.append(Section(
-        "Summary", table=summary_view(rows, reference),
+        "Summary", table=summary_view(rows, reference, baseline),
         paragraphs=["Errors in %, mean ± std over seeds (std shown for 2 or more seeds). "
                     "mCE is the CIFAR convention (unnormalised mean over the listed common "
                     "corruptions x 5 severities); the normalised and relative mCE follow "
-                    "ImageNet-C with the reference named in the header (100 = the reference)."]))
+                    "ImageNet-C with the reference named in the header (100 = the reference). "
+                    + _cost_note(summary, baseline)]))
     sections.append(_comparison(report, baseline))
     calib = calibration_view(frame)
     if not calib.empty:
@@ -61,6 +65,18 @@ def report_sections(report: Report, images: list[tuple[str, str]]) -> list[Secti
     sections.append(Section("Definitions",
                             bullets=[f"{k}: {v}" for k, v in summary["definitions"].items()]))
     return sections
+
+
+def _cost_note(summary: dict[str, Any], baseline: str) -> str:
+    record = summary.get("training") or []
+    if not record:
+        return (f"train cost (x {baseline}): n/a, no run of this report has a training record "
+                "(metrics.jsonl) here.")
+    return (f"train cost (x {baseline}): the method's median training time over its seeds "
+            f"divided by {baseline}'s, measured while the runs trained (CPU = process CPU "
+            "seconds, used when every run of both rows has them and trained on a CPU; wall = "
+            f"wall seconds otherwise); trained on {devices(record)}; n/a when a record is "
+            "missing. Per-run totals: 'training' in summary.json.")
 
 
 def _comparison(report: Report, baseline: str) -> Section:

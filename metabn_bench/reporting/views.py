@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from metabn_bench.corruptions import names as cnames
+from metabn_bench.reporting.costs import cost_text
 from metabn_bench.reporting.metrics import corruption_stats, severity_table
 from metabn_bench.reporting.stats import Comparison
 
@@ -32,8 +33,10 @@ def _ms(row: dict[str, Any], key: str, digits: int = 2) -> str:
     return fmt(row.get(key), std, digits)
 
 
-def summary_view(rows: list[dict[str, Any]], reference: dict[str, Any] | None) -> pd.DataFrame:
-    """Method x protocol: clean error, CIFAR mCE, severity-5 mean, normalised and relative mCE."""
+def summary_view(rows: list[dict[str, Any]], reference: dict[str, Any] | None,
+                 baseline: str = "vanilla") -> pd.DataFrame:
+    """Method x protocol: clean error, CIFAR mCE, severity-5 mean, normalised and relative mCE,
+    training cost relative to the baseline."""
     ref = f"{reference['method']} [{reference['protocol']}]" if reference else "baseline"
     return pd.DataFrame([{
         "method": r["method"], "protocol": r["protocol"], "n seeds": r["n_seeds"],
@@ -41,6 +44,7 @@ def summary_view(rows: list[dict[str, Any]], reference: dict[str, Any] | None) -
         "severity-5 error (%)": _ms(r, "severity5"),
         f"normalised mCE (% of {ref})": _ms(r, "mce_normalized", 1),
         f"relative mCE (% of {ref})": _ms(r, "relative_mce", 1),
+        f"train cost (x {baseline})": cost_text(r, baseline),
     } for r in rows])
 
 

@@ -30,6 +30,6 @@ def report_suite(plan: SuitePlan, results_dir: Path,
             "data_source": plan.data_source, "preset": cfg.name,
             "seeds": sorted({s for m in cfg.methods for s in cfg.seeds_for(m)}), "arch": cfg.train.arch,
             "corrupted_set": plan.set_label, "config": to_dict(cfg)}
-    report = build_report(rows, prov, vectors=found.vectors)
+    report = build_report(rows, prov, vectors=found.vectors, training=found.training)
     write_results(report, results_dir, f"{cfg.name}: {cfg.description or 'results'}")  # + plots/
     return report
