@@ -19,7 +19,7 @@ from metabn_bench import fsio
 from metabn_bench.data import per_image
 from metabn_bench.errors import UserError
 from metabn_bench.reporting import costs as train_costs
-from metabn_bench.reporting import hierarchical, stats
+from metabn_bench.reporting import hierarchical, ledger, stats
 from metabn_bench.reporting.document import Section, render_document, render_table
 from metabn_bench.reporting.metrics import cells_frame, normalization_reference, summary_rows
 from metabn_bench.reporting.missing import missing_cells, run_status
@@ -226,6 +226,8 @@ def build_report(cell_rows: list[dict[str, Any]], provenance: dict[str, Any],
             "with_seeds": hierarchical.describe(resamples, stats.LEVEL, stats.SEED)},
         "missing": {"runs": list(unfinished or []), "cells": missing},
         "training": train_costs.costs_record(run_costs),
+        "ledger": {**ledger.describe(), "claims": [
+            c.as_dict() for c in ledger.reproduction_ledger(df, vectors, resamples)]},
         "reported": [{k: p[k] for k in ("method", "protocol", "metric", "reported", "reported_as",
                                         "citation", "notes")} | {"definition": METRICS[p["metric"]]}
                      for p in published],

@@ -15,6 +15,7 @@ from metabn_bench.reporting.views import (
     comparison_view,
     corruption_view,
     delta_view,
+    ledger_view,
     missing_view,
     protocol_view,
     provenance_bullets,
@@ -42,6 +43,8 @@ def report_sections(report: Report, images: list[tuple[str, str]]) -> list[Secti
                     "ImageNet-C with the reference named in the header (100 = the reference). "
                     + _cost_note(summary, baseline)]))
     sections.append(_comparison(report, baseline))
+    if summary.get("ledger"):
+        sections.append(_ledger(summary["ledger"]))
     calib = calibration_view(frame)
     if not calib.empty:
         sections.append(Section("Calibration under shift", table=calib, paragraphs=[
@@ -77,6 +80,19 @@ def _cost_note(summary: dict[str, Any], baseline: str) -> str:
             "seconds, used when every run of both rows has them and trained on a CPU; wall = "
             f"wall seconds otherwise); trained on {devices(record)}; n/a when a record is "
             "missing. Per-run totals: 'training' in summary.json.")
+
+
+def _ledger(record: dict[str, Any]) -> Section:
+    rules = record["rules"]
+    return Section("Reproduction ledger", table=ledger_view(record["claims"]), paragraphs=[
+        "Each published claim with a CPU-scale analogue, tested on this table's paired mCE "
+        "deltas (points, first minus second, protocol none unless stated in brackets) and "
+        "their two-stage (seeds, then images) 95% intervals [lo, hi]. The numbers of the "
+        "published column come from another regime (WRN-40-2, 100 epochs, 10,000 images); "
+        "the ledger tests the ordering, not the values. Rules, with a margin of "
+        f"{record['margin_points']:g} point of mCE (our choice) for 'level':"],
+        bullets=[f"{name}: {text}" for name, text in rules.items()]
+        + ["not tested: a method of the claim has no runs or no per-image results here"])
 
 
 def _comparison(report: Report, baseline: str) -> Section:

@@ -201,3 +201,23 @@ def warnings(rows: list[dict[str, Any]], frame: pd.DataFrame) -> list[str]:
         out.append("These results come from more than one corrupted set; rows of different sets "
                    "are averaged together and paired statistics are not computed.")
     return out
+
+
+def ledger_view(claims: list[dict[str, Any]]) -> pd.DataFrame:
+    """One line per published claim: the verdict, the measured deltas with their two-stage
+    intervals, and the published numbers."""
+    lines = []
+    for c in claims:
+        parts = []
+        for m in c["measured"]:
+            if m["delta_mce"] is None:
+                parts.append(f"{m['delta']}: {m['note'] or 'not measured'}")
+            else:
+                low, high = m["ci95_seeds"]
+                seeds = ",".join(map(str, m["seeds"]))
+                parts.append(f"{m['delta']}: {m['delta_mce']:+.2f} [{low:+.2f}, {high:+.2f}] "
+                             f"(seeds {seeds})")
+        lines.append({"claim": c["claim"], "verdict": c["verdict"],
+                      "measured Δ mCE [95% CI, seeds + images]": "; ".join(parts),
+                      "published": c["published"] or "—", "source": c["source"]})
+    return pd.DataFrame(lines)
