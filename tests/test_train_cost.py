@@ -57,7 +57,7 @@ def test_median_ratio_over_seeds_on_the_cpu_clock(tmp_path: Path) -> None:
     used = attach_costs(rows, costs, "vanilla")  # type: ignore[arg-type]
     assert rows[0]["train_cost_vs_vanilla"] == pytest.approx(1.0)
     assert rows[1]["train_cost_vs_vanilla"] == pytest.approx(40 / 18)
-    assert rows[1]["train_cost_clock"] == "CPU" and rows[1]["train_seconds_median"] == 40
+    assert rows[1]["train_cost_clock"] == "CPU"
     assert costs_from_record(costs_record(used)) == used  # summary.json round trip
 
 

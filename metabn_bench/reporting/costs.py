@@ -174,5 +174,4 @@ def attach_costs(rows: list[dict[str, Any]], training: dict[str, TrainingCost],
         c = ratios[r["method"]]
         r[f"train_cost_vs_{baseline}"] = c.ratio
         r["train_cost_clock"] = c.clock if c.ratio is not None else None
-        r["train_seconds_median"] = c.seconds
     return used

@@ -153,7 +153,6 @@ def definitions(baseline: str, reference: dict[str, Any] | None) -> dict[str, st
                               f"time divided by {b}'s (train_cost_clock: CPU = process CPU "
                               "seconds, wall = wall seconds; see 'training'); null without "
                               "records",
-        "train_seconds_median": "the method's median training time (s) on that clock",
         "reported": "published numbers (resources/published.yaml) shown only where data set, "
                     "architecture, protocol and test set match; never mixed with measured ones",
     }

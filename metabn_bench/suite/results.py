@@ -16,7 +16,18 @@ from metabn_bench.data.store import open_set
 from metabn_bench.device import resolve_device
 from metabn_bench.reporting.model import Report
 from metabn_bench.reporting.report import build_report, collect, write_results
+from metabn_bench.runs import DONE, EVAL_FILE
 from metabn_bench.suite.jobs import SuitePlan
+from metabn_bench.suite.records import record_dir
+
+
+def _source(plan: SuitePlan, run_dir: Path) -> Path:
+    """The run directory when it holds the finished run, else its committed record (a run
+    the suite skipped because it was finished earlier or elsewhere)."""
+    if (run_dir / DONE).exists() and (run_dir / EVAL_FILE).exists():
+        return run_dir
+    record = record_dir(plan.results_dir, run_dir)
+    return record if record.exists() else run_dir
 
 
 def report_suite(plan: SuitePlan, results_dir: Path,
@@ -24,7 +35,7 @@ def report_suite(plan: SuitePlan, results_dir: Path,
     """Write results/<preset>/ (cells.csv, summary.json, report.md) from the plan's runs."""
     cfg = plan.suite
     set_id = open_set(plan.set_dir, verify=False).set_id
-    found = collect([j.run_dir for j in plan.jobs])
+    found = collect([_source(plan, j.run_dir) for j in plan.jobs])
     rows = [r for r in found.rows if r["protocol"] in cfg.eval.protocols and r["set_id"] == set_id]
     prov = {**provenance.environment(device or resolve_device(cfg.train.device)),
             "data_source": plan.data_source, "preset": cfg.name,
