@@ -37,6 +37,7 @@ def test_committed_records_are_skipped_and_status_shows_what_is_left(tmp_path: P
     table = status_table(state)
     assert list(table["state"]) == ["done", "missing"]
     assert list(table["from"]) == ["committed record", "—"]
+    assert table["note"][0].startswith("trained ") and " at commit " in table["note"][0]
     summary = "\n".join(status_summary(state))
     assert "1 done from committed records" in summary
     assert "left: 1 run(s) (vanilla s1); about" in summary and "h of training" in summary

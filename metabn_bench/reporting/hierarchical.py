@@ -9,6 +9,8 @@ bootstrap to multi-level data in neuroscience"):
 
 1. resample the seeds with replacement: paired by seed value (one draw selects the seed's run
    of both methods) when the comparison pairs seeds, otherwise independently for each method;
+   as for the image-only interval, a seed only one of two rows has is left out when they
+   share some (method_seeds can give the baseline more seeds than a method);
 2. resample the test images with replacement, the same indices for every run and both methods
    (every run is evaluated on the same images, so images stay paired);
 3. the resampled delta is the mean, over the drawn seeds (with their multiplicity), of the
@@ -16,9 +18,13 @@ bootstrap to multi-level data in neuroscience"):
 
 The image draw of step 2 is the very draw of `stats.bootstrap_means` (same derived seed, same
 chunks), so with one seed per method the two-stage interval equals the image-only one up to
-floating-point rounding. With k seeds, the top stage can only produce k distinct values; with
-2 or 3 seeds its spread is a crude, downward-biased estimate of seed variance (the bootstrap
-variance of a mean of k values is (k-1)/k of the plug-in one), which the report says.
+floating-point rounding. Every run is evaluated on the same images (seeds and images are
+crossed, not nested), so the seed stage sees training variation on this fixed test set and the
+image stage test-set sampling: largely separate components, unlike the nested case where
+resampling both stages counts the lower stage's variance twice (Davison & Hinkley 1997,
+section 3.8). With k seeds the top stage produces at most k distinct values, and its variance is
+(k-1)/k times the usual s^2/k: with 2 or 3 seeds it is a crude estimate biased low, which the
+report says.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ manifest, each run directory's metrics.jsonl, `done`, eval.jsonl, failed.json an
 (runlock.py). A run is
 - running: a live process holds its lock (pid, host and stage are shown);
 - failed: its last attempt raised (the error is shown; failed.json holds the traceback);
-- done: trained, and every cell evaluated under every protocol of the preset;
+- done: trained, and every cell evaluated under every protocol of the preset, in the work
+  directory or in a committed run record under the results directory (records.py; the
+  `from` column says which, and a record's note when and where it was trained);
 - interrupted: started but not finished, and nobody is working on it (a re-run resumes it);
 - missing: not started.
 """
@@ -26,7 +28,7 @@ from metabn_bench.config_checks import check_suite_config
 from metabn_bench.errors import UserError
 from metabn_bench.reporting.costs import read_training_cost
 from metabn_bench.runlock import holder, read_failure
-from metabn_bench.runs import CONFIG, DONE, EVAL_FILE, METRICS
+from metabn_bench.runs import CONFIG, DONE, ENV, EVAL_FILE, METRICS
 from metabn_bench.suite.jobs import PLAN_FILE, Job, SuitePlan, plan_jobs, read_plan
 from metabn_bench.suite.records import RECORDS_DIR, record_dir, record_matches
 
@@ -55,6 +57,7 @@ class JobState:
     failure: dict[str, Any] | None = None
     source: str = ""  # where a done run's results are: 'work' or 'record' (results/run_records)
     train_seconds: float | None = None  # recorded training wall time of a done run
+    origin: str = ""  # a committed record's env.json: when, at which commit, on what device
 
 
 def _expected_corruptions(cfg: SuiteConfig) -> list[str]:
@@ -117,6 +120,17 @@ def _record_set_id(dest: Path) -> str | None:
     return next(iter(ids)) if len(ids) == 1 else None
 
 
+def _origin(dest: Path) -> str:
+    """'trained 2026-11-24T04:07:00+00:00 at commit f883c37 on cpu (x86_64)' from env.json."""
+    try:
+        env = json.loads((dest / ENV).read_text())
+        device = env.get("device", {})
+        return (f"trained {env.get('time', '?')} at commit {env.get('commit', '?')} on "
+                f"{device.get('type', '?')} ({device.get('name', '?')})")
+    except (OSError, ValueError, AttributeError):
+        return "no readable env.json"
+
+
 def _wall_seconds(run_dir: Path) -> float | None:
     cost = read_training_cost(run_dir) if (run_dir / CONFIG).is_file() else None
     return cost.wall_seconds if cost is not None else None
@@ -131,7 +145,8 @@ def job_state(job: Job, cfg: SuiteConfig, set_id: str | None,
         if record_complete(cfg, dest, job, set_id or _record_set_id(dest)):
             return JobState(job, "done", job.config.epochs,
                             eval_counts(dest, cfg, set_id or _record_set_id(dest)),
-                            source="record", train_seconds=_wall_seconds(dest))
+                            source="record", train_seconds=_wall_seconds(dest),
+                            origin=_origin(dest))
     epochs = len(fsio.read_jsonl(run_dir / METRICS))
     trained = (run_dir / DONE).exists()
     evals = eval_counts(run_dir, cfg, set_id)
@@ -221,7 +236,7 @@ def status_table(status: SuiteStatus) -> pd.DataFrame:
         for spec, (done, total) in s.evals.items():
             line[f"eval {spec}"] = f"{done}/{total}"
         line["from"] = {"work": "work directory", "record": "committed record"}.get(s.source, "—")
-        line["note"] = _who(s)
+        line["note"] = _who(s) or s.origin
         line["run"] = s.job.run_dir.name
         lines.append(line)
     return pd.DataFrame(lines)
