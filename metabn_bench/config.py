@@ -105,6 +105,12 @@ class SuiteConfig:
     method_hparams: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     corrupt: CorruptConfig = field(default_factory=CorruptConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # method -> its own seeds (e.g. more seeds for the rows a table leans on); others use `seeds`
+    method_seeds: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def seeds_for(self, method: str) -> tuple[int, ...]:
+        """The seeds `method` is trained with: its `method_seeds` entry, else `seeds`."""
+        return tuple(self.method_seeds.get(method, self.seeds))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,6 +143,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin in (Mapping, dict) or tp in (Mapping, dict):
         if not isinstance(value, Mapping):
             raise UserError(f"config key '{where}' must be a mapping, got {value!r}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and typing.get_origin(args[1]) is tuple:  # e.g. method -> seeds
+            return {k: _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
         return dict(value)
     if tp is Any:
         return value

@@ -128,6 +128,15 @@ def check_suite_config(cfg: SuiteConfig) -> None:
                             f"({', '.join(cfg.methods)})")
     for seed in cfg.seeds:
         check_int("seeds", seed, 0)
+    for name, seeds in cfg.method_seeds.items():
+        if name not in cfg.methods:
+            raise UserError(f"method_seeds names '{name}', which is not in methods; valid: "
+                            f"{', '.join(cfg.methods)}")
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise UserError(f"method_seeds.{name} is {list(seeds)}; valid: one or more "
+                            "distinct seeds (e.g. [0, 1, 2])")
+        for seed in seeds:
+            check_int(f"method_seeds.{name}", seed, 0)
     check_train_config(cfg.train, "train")
     check_corrupt_config(cfg.corrupt, "corrupt")
     check_eval_config(cfg.eval, "eval")

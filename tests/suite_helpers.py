@@ -59,8 +59,9 @@ class OneThread:
 
 
 def final_tables(results: Path) -> tuple[list[dict[str, Any]], pd.DataFrame]:
-    """summary.json rows and cells.csv without its timing column: what must not change."""
-    rows = json.loads((results / "summary.json").read_text())["rows"]
+    """summary.json rows and cells.csv without their timing fields: what must not change."""
+    rows = [{k: v for k, v in r.items() if not k.startswith("train_cost")}  # measured time
+            for r in json.loads((results / "summary.json").read_text())["rows"]]
     cells = pd.read_csv(results / "cells.csv").drop(columns=["seconds"])
     cells = cells.sort_values(["run_id", "protocol", "corruption", "severity"]).reset_index(drop=True)
     return rows, cells

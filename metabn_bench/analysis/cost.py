@@ -132,4 +132,4 @@ def estimate(cfg: SuiteConfig, method: str, measure_batch: int = 32, steps: int 
     eval_flops = sum(eval_flops_per_image(tcfg, classes, size, p) for p in cfg.eval.protocols)
     return PresetEstimate(cfg.name, method, tcfg.arch, size, step, train_images,
                           train_images * step.flops_per_image, eval_flops * n_eval * cells,
-                          len(cfg.seeds))
+                          len(cfg.seeds_for(method)))

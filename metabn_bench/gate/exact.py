@@ -204,7 +204,8 @@ def training_fingerprint(cfg: SuiteConfig, work: Path) -> dict[str, dict[str, fl
     subset = load_split(data.dataset, "train", data.data_root, FINGERPRINT_IMAGES, data.label)
     num_classes = len(subset.classes)
     out: dict[str, dict[str, float]] = {}
-    for job in plan_jobs(replace(cfg, seeds=cfg.seeds[:1]), work, num_classes):
+    for job in plan_jobs(replace(cfg, seeds=cfg.seeds[:1], method_seeds={}), work,
+                         num_classes):
         tcfg = replace(job.config, epochs=1, device="cpu",
                        data=replace(job.config.data, train_size=FINGERPRINT_IMAGES),
                        optim=replace(job.config.optim, batch_size=FINGERPRINT_BATCH))
@@ -217,7 +218,8 @@ def training_fingerprint(cfg: SuiteConfig, work: Path) -> dict[str, dict[str, fl
         row = fsio.read_jsonl(run_dir / METRICS)[-1]
         numbers = {k: float(v) for k, v in row.items()
                    if isinstance(v, int | float) and not isinstance(v, bool)
-                   and k not in ("epoch", "lr", "seconds", "images_per_s", "train_error")}
+                   and k not in ("epoch", "lr", "seconds", "cpu_seconds", "images_per_s",
+                                 "train_error")}
         out[job.method] = {**numbers, "update_norm": update}
     return out
 

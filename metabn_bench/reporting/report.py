@@ -18,8 +18,9 @@ import pandas as pd
 from metabn_bench import fsio
 from metabn_bench.data import per_image
 from metabn_bench.errors import UserError
+from metabn_bench.reporting import costs as train_costs
+from metabn_bench.reporting import hierarchical, ledger, stats
 from metabn_bench.reporting import not_applicable as na
-from metabn_bench.reporting import stats
 from metabn_bench.reporting.document import Section, render_document, render_table
 from metabn_bench.reporting.metrics import cells_frame, normalization_reference, summary_rows
 from metabn_bench.reporting.missing import missing_cells, run_status
@@ -47,6 +48,7 @@ class Collected:
     confidences: per_image.PerImage = field(default_factory=dict)
     unfinished: list[dict[str, Any]] = field(default_factory=list)
     not_applicable: list[dict[str, Any]] = field(default_factory=list)  # n/a rows: no metric
+    training: dict[str, train_costs.TrainingCost] = field(default_factory=dict)  # run id -> cost
 
 
 def collect(paths: list[str | Path]) -> Collected:
@@ -61,6 +63,7 @@ def collect(paths: list[str | Path]) -> Collected:
             out.rows += rows
             out.vectors.update(per_image.load_results(csv.parent, rows))
             out.confidences.update(per_image.load_results_confidences(csv.parent, rows))
+            out.training.update(train_costs.from_results_dir(csv.parent))
             continue
         found = [path / EVAL_FILE] if (path / EVAL_FILE).is_file() else sorted(path.rglob(EVAL_FILE))
         out.unfinished += run_status([path])
@@ -74,6 +77,9 @@ def collect(paths: list[str | Path]) -> Collected:
             out.rows += rows
             out.vectors.update(per_image.load_run(file.parent, rows))
             out.confidences.update(per_image.load_run_confidences(file.parent, rows))
+            cost = train_costs.read_training_cost(file.parent)
+            if cost is not None:
+                out.training[file.parent.name] = cost
     return out
 
 
@@ -108,6 +114,7 @@ def summary_table(rows: list[dict[str, Any]], baseline: str = "vanilla",
             "mCE (%)": fmt(r["mce"], r["mce_std"] if r["n_seeds"] > 1 else None),
             "severity-5 error (%)": fmt(r["severity5"]),
             f"Δ mCE vs {baseline}": "—" if delta is None else f"{delta:+.2f}",
+            f"train cost (x {baseline})": train_costs.cost_text(r, baseline),
         })
     for e in not_applicable or []:
         mark = na.cell(e)
@@ -145,8 +152,19 @@ def definitions(baseline: str, reference: dict[str, Any] | None) -> dict[str, st
                                   "(see 'statistics'; null without per-image results)",
         f"delta_mce_vs_{b}_paired": "the paired delta that interval is about: over the seeds both "
                                     "rows have (differs from delta_mce_vs_* when their seeds differ)",
+        f"delta_mce_vs_{b}_ci95_seeds": "95% two-stage bootstrap interval of the same paired "
+                                        "delta: seeds, then test images (see "
+                                        "'statistics.with_seeds'); includes seed variance",
+        f"delta_clean_error_vs_{b}_ci95_seeds": "as delta_mce_vs_*_ci95_seeds, for clean error",
+        f"delta_mce_vs_{b}_per_seed": "seed -> the paired mCE delta of that seed's two runs "
+                                      "(null when seeds are not paired)",
+        f"delta_clean_error_vs_{b}_per_seed": "as delta_mce_vs_*_per_seed, for clean error",
         f"win_tie_loss_vs_{b}": "common corruptions whose paired delta interval lies below 0 "
                                 "(win), above 0 (loss) or contains 0 (tie)",
+        f"train_cost_vs_{b}": "median over the method's seeds of its runs' recorded training "
+                              f"time divided by {b}'s (train_cost_clock: CPU = process CPU "
+                              "seconds, wall = wall seconds; see 'training'); null without "
+                              "records",
         "reported": "published numbers (resources/published.yaml) shown only where data set, "
                     "architecture, protocol and test set match; never mixed with measured ones",
         "not_applicable": "(method, protocol) pairs where the protocol does not apply to the "
@@ -174,6 +192,15 @@ def _attach(rows: list[dict[str, Any]], comparisons: list[stats.Comparison], bas
         r[f"delta_mce_vs_{baseline}_paired"] = comp.mce.estimate if ok and comp.mce else None
         r[f"win_tie_loss_vs_{baseline}"] = comp.win_tie_loss() if ok and comp.corruptions else None
         r[f"paired_seeds_vs_{baseline}"] = comp.seeds if ok and comp.seeds_paired else None
+        r[f"delta_clean_error_vs_{baseline}_ci95_seeds"] = (
+            comp.clean_seeds.as_list() if ok and comp.clean_seeds else None)
+        r[f"delta_mce_vs_{baseline}_ci95_seeds"] = (
+            comp.mce_seeds.as_list() if ok and comp.mce_seeds else None)
+        # JSON keys are strings: seed -> delta, paired seeds only
+        r[f"delta_mce_vs_{baseline}_per_seed"] = (
+            {str(k): v for k, v in comp.per_seed.get("mce", {}).items()} or None) if ok else None
+        r[f"delta_clean_error_vs_{baseline}_per_seed"] = (
+            {str(k): v for k, v in comp.per_seed.get("clean", {}).items()} or None) if ok else None
         if comp is not None and comp.reason:
             r[f"comparison_note_vs_{baseline}"] = comp.reason
 
@@ -183,7 +210,8 @@ def build_report(cell_rows: list[dict[str, Any]], provenance: dict[str, Any],
                  unfinished: list[dict[str, Any]] | None = None,
                  resamples: int = stats.RESAMPLES,
                  confidences: per_image.PerImage | None = None,
-                 not_applicable: list[dict[str, Any]] | None = None) -> Report:
+                 not_applicable: list[dict[str, Any]] | None = None,
+                 training: dict[str, train_costs.TrainingCost] | None = None) -> Report:
     """Everything a report needs: the long frame, summary rows, comparisons, the summary document.
 
     `not_applicable`: the rows `evaluate` marked not applicable; they enter no metric and are
@@ -203,15 +231,21 @@ def build_report(cell_rows: list[dict[str, Any]], provenance: dict[str, Any],
     rows = summary_rows(df, baseline)
     reference = normalization_reference(df, baseline)
     comparisons = stats.paired_comparisons(df, vectors, baseline, resamples)
+    hierarchical.add_seed_intervals(comparisons, resamples)
     _attach(rows, comparisons, baseline)
+    run_costs = train_costs.attach_costs(rows, training or {}, baseline)
     missing = missing_cells(df)
     published = published_rows(df, rows)
     na_entries = na.summarise(not_applicable or [], {(r["method"], r["protocol"]) for r in rows})
     extra = {
         "baseline": {"method": baseline,
                      "normalization_reference": reference.describe() if reference else None},
-        "statistics": stats.describe(resamples),
+        "statistics": stats.describe(resamples) | {
+            "with_seeds": hierarchical.describe(resamples, stats.LEVEL, stats.SEED)},
         "missing": {"runs": list(unfinished or []), "cells": missing},
+        "training": train_costs.costs_record(run_costs),
+        "ledger": {**ledger.describe(), "claims": [
+            c.as_dict() for c in ledger.reproduction_ledger(df, vectors, resamples)]},
         "reported": [{k: p[k] for k in ("method", "protocol", "metric", "reported", "reported_as",
                                         "citation", "notes")} | {"definition": METRICS[p["metric"]]}
                      for p in published],
@@ -233,7 +267,8 @@ def report_from_paths(paths: list[str | Path], baseline: str = "vanilla",
     _check_baseline(baseline, found.rows, known_methods)
     report = build_report(found.rows, provenance_of([Path(p) for p in paths], found.rows), baseline,
                           found.vectors, found.unfinished, confidences=found.confidences,
-                          not_applicable=found.not_applicable)
+                          not_applicable=found.not_applicable,
+                          training=found.training)
     if plots_dir is not None:
         from metabn_bench.reporting.plots import write_plots
 

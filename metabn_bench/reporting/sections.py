@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from metabn_bench.corruptions import names as cnames
 from metabn_bench.reporting import not_applicable as na
 from metabn_bench.reporting import stats
 from metabn_bench.reporting.batch_sizes import batch_size_view
 from metabn_bench.reporting.calibration import calibration_view
+from metabn_bench.reporting.costs import devices
 from metabn_bench.reporting.document import Section
 from metabn_bench.reporting.model import Report
 from metabn_bench.reporting.published import load_published
@@ -14,6 +17,7 @@ from metabn_bench.reporting.views import (
     comparison_view,
     corruption_view,
     delta_view,
+    ledger_view,
     missing_view,
     protocol_view,
     provenance_bullets,
@@ -36,13 +40,16 @@ def report_sections(report: Report, images: list[tuple[str, str]]) -> list[Secti
     if caveats:
         sections.append(Section("Read first", bullets=caveats))
     sections.append(Section(
-        "Summary", table=summary_view(rows, reference, na_entries),
+        "Summary", table=summary_view(rows, reference, na_entries, baseline),
         paragraphs=["Errors in %, mean ± std over seeds (std shown for 2 or more seeds). "
                     "mCE is the CIFAR convention (unnormalised mean over the listed common "
                     "corruptions x 5 severities); the normalised and relative mCE follow "
-                    "ImageNet-C with the reference named in the header (100 = the reference).",
+                    "ImageNet-C with the reference named in the header (100 = the reference). "
+                    + _cost_note(summary, baseline),
                     *notes]))
     sections.append(_comparison(report, baseline))
+    if summary.get("ledger"):
+        sections.append(_ledger(summary["ledger"]))
     calib = calibration_view(frame)
     if not calib.empty:
         sections.append(Section("Calibration under shift", table=calib, paragraphs=[
@@ -74,13 +81,45 @@ def report_sections(report: Report, images: list[tuple[str, str]]) -> list[Secti
     return sections
 
 
+def _cost_note(summary: dict[str, Any], baseline: str) -> str:
+    record = summary.get("training") or []
+    if not record:
+        return (f"train cost (x {baseline}): n/a, no run of this report has a training record "
+                "(metrics.jsonl) here.")
+    return (f"train cost (x {baseline}): the method's median training time over its seeds "
+            f"divided by {baseline}'s, measured while the runs trained (CPU = process CPU "
+            "seconds, used when every run of both rows has them and trained on a CPU; wall = "
+            f"wall seconds otherwise); trained on {devices(record)}; n/a when a record is "
+            "missing. Per-run totals: 'training' in summary.json.")
+
+
+def _ledger(record: dict[str, Any]) -> Section:
+    rules = record["rules"]
+    return Section("Reproduction ledger", table=ledger_view(record["claims"]), paragraphs=[
+        "Each published claim with a CPU-scale analogue, tested on this table's paired mCE "
+        "deltas (points, first minus second, protocol none unless stated in brackets) and "
+        "their two-stage (seeds, then images) 95% intervals [lo, hi]. The numbers of the "
+        "published column come from another regime (WRN-40-2, 100 epochs, 10,000 images); "
+        "the ledger tests the ordering, not the values. Rules, with a margin of "
+        f"{record['margin_points']:g} point of mCE (our choice) for 'level':"],
+        bullets=[f"{name}: {text}" for name, text in rules.items()]
+        + ["not tested: a method of the claim has no runs or no per-image results here"])
+
+
 def _comparison(report: Report, baseline: str) -> Section:
     desc = stats.describe(report.summary["statistics"]["resamples"])
     text = (f"Deltas are method minus {baseline} under the same protocol, in points (negative = "
             f"fewer errors). The paired interval is a {desc['method']}, "
             f"{desc['resamples']} resamples, seed {desc['seed']}: it measures which test images "
-            "were drawn, not seed-to-seed variation. win/tie/loss counts common corruptions "
-            "whose paired interval lies below 0 / contains 0 / lies above 0.")
+            "were drawn, not seed-to-seed variation. The 'seeds + images' interval is a "
+            "two-stage (hierarchical) bootstrap of the same delta: seeds with replacement "
+            "(paired by seed value), then test images; it is the one to read when asking "
+            "whether a difference would survive retraining, and both are shown because their "
+            "gap says how much of the uncertainty is seed variance. With 2 or 3 seeds the "
+            "seed stage is crude and underestimates seed variance (Davison & Hinkley 1997, "
+            "sec. 3.8). The per-seed deltas are the paired mCE deltas of each seed's two runs. "
+            "win/tie/loss counts common corruptions whose image-only paired interval lies "
+            "below 0 / contains 0 / lies above 0.")
     table = comparison_view(report.rows, report.comparisons, baseline)
     if table.empty:
         return Section(f"Comparison with {baseline}",

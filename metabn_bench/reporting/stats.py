@@ -73,6 +73,13 @@ class Comparison:
     mce: Interval | None = None
     corruptions: dict[str, Interval] = field(default_factory=dict)
     reason: str | None = None  # why there is no interval
+    # Intervals with seed variance (hierarchical.py) and per-seed deltas (paired seeds only)
+    clean_seeds: Interval | None = None
+    mce_seeds: Interval | None = None
+    per_seed: dict[str, dict[int, float]] = field(default_factory=dict)  # scope -> seed -> delta
+    # scope ('clean', 'mce') -> per-run errors in points (method n x k_m, baseline n x k_b)
+    seed_columns: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict,
+                                                                    repr=False)
 
     def win_tie_loss(self) -> dict[str, list[str]]:
         """Corruptions by verdict."""
@@ -109,13 +116,13 @@ def bootstrap_means(diffs: np.ndarray, resamples: int = RESAMPLES, seed: int = S
     return out
 
 
-def _interval(estimate: float, resampled: np.ndarray, level: float) -> Interval:
+def interval(estimate: float, resampled: np.ndarray, level: float) -> Interval:
     tail = 100.0 * (1.0 - level) / 2.0
     low, high = np.percentile(resampled, [tail, 100.0 - tail])
     return Interval(float(estimate), float(low), float(high))
 
 
-class _Runs:
+class Runs:
     """Per-image error matrices of one (method, protocol): run -> {cell: wrong vector}."""
 
     def __init__(self, g: pd.DataFrame, vectors: PerImage) -> None:
@@ -134,30 +141,34 @@ class _Runs:
                 self.seeds[int(rows["seed"].iloc[0])] = str(run_id)
                 self.cells[str(run_id)] = found
 
+    def per_run_error(self, seeds: Iterable[int], cells: list[tuple[str, int]]) -> np.ndarray:
+        """(n images x len(seeds)): fraction of `cells` each image is wrong in, per run."""
+        return np.stack([np.mean([self.cells[self.seeds[s]][c] for c in cells], axis=0)
+                         for s in seeds], axis=1)
+
     def per_image_error(self, seeds: Iterable[int], cells: list[tuple[str, int]]) -> np.ndarray:
         """Fraction of `cells` each image is wrong in, averaged over the runs of `seeds`."""
-        per_run = [np.mean([self.cells[self.seeds[s]][c] for c in cells], axis=0) for s in seeds]
-        return np.mean(per_run, axis=0)
+        return self.per_run_error(seeds, cells).mean(axis=1)
 
     def shared_cells(self, seeds: Iterable[int]) -> set[tuple[str, int]]:
         sets = [set(self.cells[self.seeds[s]]) for s in seeds]
         return set.intersection(*sets) if sets else set()
 
 
-def _scopes(cells: set[tuple[str, int]]) -> dict[str, list[tuple[str, int]]]:
+def scopes(cells: set[tuple[str, int]]) -> dict[str, list[tuple[str, int]]]:
     """'clean', 'mce' and one scope per common corruption, over the given cells."""
     common = sorted(c for c in cells if c[0] in cnames.COMMON)
-    scopes: dict[str, list[tuple[str, int]]] = {}
+    out: dict[str, list[tuple[str, int]]] = {}
     if ("clean", 0) in cells:
-        scopes["clean"] = [("clean", 0)]
+        out["clean"] = [("clean", 0)]
     if common:
-        scopes["mce"] = common
+        out["mce"] = common
     for name in cnames.canonical_order(sorted({c for c, _ in common})):
-        scopes[name] = [c for c in common if c[0] == name]
-    return scopes
+        out[name] = [c for c in common if c[0] == name]
+    return out
 
 
-def _pair(method: _Runs, base: _Runs) -> tuple[list[int], list[int], bool]:
+def pair_seeds(method: Runs, base: Runs) -> tuple[list[int], list[int], bool]:
     shared = sorted(set(method.seeds) & set(base.seeds))
     if shared:
         return shared, shared, True
@@ -184,24 +195,27 @@ def paired_comparisons(df: pd.DataFrame, vectors: PerImage, baseline: str = "van
         if (baseline, protocol) not in groups:
             comp.reason = f"no {baseline} run under protocol {protocol}"
             continue
-        runs, base = _Runs(g, vectors), _Runs(groups[(baseline, protocol)], vectors)
+        runs, base = Runs(g, vectors), Runs(groups[(baseline, protocol)], vectors)
         if not runs.seeds or not base.seeds:
             comp.reason = "no per-image results (evaluated before they were stored)"
             continue
         if len(runs.set_ids | base.set_ids) > 1:
             comp.reason = "results come from more than one corrupted set"
             continue
-        seeds_m, seeds_b, comp.seeds_paired = _pair(runs, base)
+        seeds_m, seeds_b, comp.seeds_paired = pair_seeds(runs, base)
         comp.seeds = seeds_m if comp.seeds_paired else sorted(set(seeds_m) | set(seeds_b))
         cells = runs.shared_cells(seeds_m) & base.shared_cells(seeds_b)
-        scopes = _scopes(cells)
-        if not scopes:
+        by_scope = scopes(cells)
+        if not by_scope:
             comp.reason = "the two methods share no evaluated cell"
             continue
-        comp.n_cells = len(scopes.get("mce", []))
-        for scope, scope_cells in scopes.items():
-            d = 100.0 * (runs.per_image_error(seeds_m, scope_cells)
-                         - base.per_image_error(seeds_b, scope_cells))
+        comp.n_cells = len(by_scope.get("mce", []))
+        for scope, scope_cells in by_scope.items():
+            m_runs = 100.0 * runs.per_run_error(seeds_m, scope_cells)
+            b_runs = 100.0 * base.per_run_error(seeds_b, scope_cells)
+            if scope in ("clean", "mce"):
+                comp.seed_columns[scope] = (m_runs, b_runs)
+            d = m_runs.mean(axis=1) - b_runs.mean(axis=1)
             comp.n_images = d.size
             columns.append(d)
             slots.append((comp, scope, float(d.mean())))
@@ -219,10 +233,10 @@ def _fill(columns: list[np.ndarray], slots: list[tuple[Comparison, str, float]],
         resampled = bootstrap_means(np.stack([columns[i] for i in indices], axis=1), resamples, seed)
         for j, i in enumerate(indices):
             comp, scope, estimate = slots[i]
-            interval = _interval(estimate, resampled[:, j], level)
+            found = interval(estimate, resampled[:, j], level)
             if scope == "clean":
-                comp.clean = interval
+                comp.clean = found
             elif scope == "mce":
-                comp.mce = interval
+                comp.mce = found
             else:
-                comp.corruptions[scope] = interval
+                comp.corruptions[scope] = found

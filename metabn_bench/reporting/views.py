@@ -14,6 +14,7 @@ import pandas as pd
 
 from metabn_bench.corruptions import names as cnames
 from metabn_bench.reporting import not_applicable as na
+from metabn_bench.reporting.costs import cost_text
 from metabn_bench.reporting.metrics import corruption_stats, severity_table
 from metabn_bench.reporting.stats import Comparison
 
@@ -34,9 +35,11 @@ def _ms(row: dict[str, Any], key: str, digits: int = 2) -> str:
 
 
 def summary_view(rows: list[dict[str, Any]], reference: dict[str, Any] | None,
-                 not_applicable: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+                 not_applicable: list[dict[str, Any]] | None = None,
+                 baseline: str = "vanilla") -> pd.DataFrame:
     """Method x protocol: clean error, CIFAR mCE, severity-5 mean, normalised and relative mCE;
-    a protocol that does not apply to a method: 'n/a [k]' in every column (footnote k)."""
+    a protocol that does not apply to a method: 'n/a [k]' in every column (footnote k);
+    training cost relative to the baseline."""
     ref = f"{reference['method']} [{reference['protocol']}]" if reference else "baseline"
     cbar = any("cbar_error" in r for r in rows)
     metrics = ["clean error (%)", "mCE (%)", "severity-5 error (%)",
@@ -48,6 +51,7 @@ def summary_view(rows: list[dict[str, Any]], reference: dict[str, Any] | None,
         **dict(zip(metrics, [_ms(r, "clean_error"), _ms(r, "mce"), _ms(r, "severity5"),
                              _ms(r, "mce_normalized", 1), _ms(r, "relative_mce", 1)])),
         **{c: _ms(r, "cbar_error") if "cbar_error" in r else "—" for c in cbar_col},
+        f"train cost (x {baseline})": cost_text(r, baseline),
     } for r in rows]
     lines += [{"method": e["method"], "protocol": e["protocol"], "n seeds": e["runs"],
                **{m: na.cell(e) for m in metrics + cbar_col}} for e in not_applicable or []]
@@ -58,6 +62,11 @@ def _ci(interval: Any) -> str:
     if interval is None:
         return "—"
     return f"{interval.estimate:+.2f} [{interval.low:+.2f}, {interval.high:+.2f}]"
+
+
+def _per_seed(deltas: dict[int, float]) -> str:
+    """'s0 +1.23, s1 +0.98' (paired seeds only)."""
+    return ", ".join(f"s{k} {v:+.2f}" for k, v in sorted(deltas.items())) or "—"
 
 
 def comparison_view(rows: list[dict[str, Any]], comparisons: list[Comparison],
@@ -79,6 +88,8 @@ def comparison_view(rows: list[dict[str, Any]], comparisons: list[Comparison],
             "Δ clean, paired [95% CI]": _ci(comp.clean),
             "Δ mCE": "—" if d_mce is None else f"{d_mce:+.2f}",
             "Δ mCE, paired [95% CI]": _ci(comp.mce),
+            "Δ mCE [95% CI, seeds + images]": _ci(comp.mce_seeds),
+            "Δ mCE per seed": _per_seed(comp.per_seed.get("mce", {})),
             "win/tie/loss": (f"{len(wtl['win'])}/{len(wtl['tie'])}/{len(wtl['loss'])}"
                              if comp.corruptions else "—"),
             "note": comp.reason or "",
@@ -211,3 +222,23 @@ def warnings(rows: list[dict[str, Any]], frame: pd.DataFrame) -> list[str]:
                        "under the same label; its numbers average them (use --batch-sizes, "
                        "which labels each size).")
     return out
+
+
+def ledger_view(claims: list[dict[str, Any]]) -> pd.DataFrame:
+    """One line per published claim: the verdict, the measured deltas with their two-stage
+    intervals, and the published numbers."""
+    lines = []
+    for c in claims:
+        parts = []
+        for m in c["measured"]:
+            if m["delta_mce"] is None:
+                parts.append(f"{m['delta']}: {m['note'] or 'not measured'}")
+            else:
+                low, high = m["ci95_seeds"]
+                seeds = ",".join(map(str, m["seeds"]))
+                parts.append(f"{m['delta']}: {m['delta_mce']:+.2f} [{low:+.2f}, {high:+.2f}] "
+                             f"(seeds {seeds})")
+        lines.append({"claim": c["claim"], "verdict": c["verdict"],
+                      "measured Δ mCE [95% CI, seeds + images]": "; ".join(parts),
+                      "published": c["published"] or "—", "source": c["source"]})
+    return pd.DataFrame(lines)

@@ -21,6 +21,7 @@ from metabn_bench.config import SuiteConfig, TrainConfig, from_dict, replace, to
 from metabn_bench.data.arrays import ArraySet
 from metabn_bench.errors import UserError
 from metabn_bench.runlock import RunLock, clear_failure, record_failure
+from metabn_bench.suite.records import save_record
 from metabn_bench.training import distributed
 
 Log = Callable[[str], None]
@@ -73,7 +74,7 @@ def plan_jobs(cfg: SuiteConfig, work_dir: Path, num_classes: int) -> tuple[Job, 
 
     jobs = []
     for method in cfg.methods:
-        for seed in cfg.seeds:
+        for seed in cfg.seeds_for(method):
             tcfg = replace(cfg.train, method=method, seed=seed,
                            hparams=dict(cfg.method_hparams.get(method, {})))
             tcfg = resolve_config(tcfg, num_classes)
@@ -178,6 +179,8 @@ def run_job(plan: SuitePlan, job: Job, train_set: Callable[[], ArraySet], progre
             ev = plan.suite.eval
             evaluate(job.run_dir, plan.set_dir, ev.protocols, ev.batch_size, ev.extras,
                      job.config.device, verify=False, progress=progress)
+            stage = "record"
+            save_record(job.run_dir, plan.results_dir)  # the small files, to commit
         return DONE
     except UserError as exc:
         if main:

@@ -5,7 +5,9 @@ manifest, each run directory's metrics.jsonl, `done`, eval.jsonl, failed.json an
 (runlock.py). A run is
 - running: a live process holds its lock (pid, host and stage are shown);
 - failed: its last attempt raised (the error is shown; failed.json holds the traceback);
-- done: trained, and every cell evaluated under every protocol of the preset;
+- done: trained, and every cell evaluated under every protocol of the preset, in the work
+  directory or in a committed run record under the results directory (records.py; the
+  `from` column says which, and a record's note when and where it was trained);
 - interrupted: started but not finished, and nobody is working on it (a re-run resumes it);
 - missing: not started.
 """
@@ -13,6 +15,7 @@ manifest, each run directory's metrics.jsonl, `done`, eval.jsonl, failed.json an
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +24,13 @@ import pandas as pd
 
 from metabn_bench import fsio
 from metabn_bench.config import SuiteConfig, to_dict
+from metabn_bench.config_checks import check_suite_config
 from metabn_bench.errors import UserError
+from metabn_bench.reporting.costs import read_training_cost
 from metabn_bench.runlock import holder, read_failure
-from metabn_bench.runs import CONFIG, DONE, EVAL_FILE, METRICS
+from metabn_bench.runs import CONFIG, DONE, ENV, EVAL_FILE, METRICS
 from metabn_bench.suite.jobs import PLAN_FILE, Job, SuitePlan, plan_jobs, read_plan
+from metabn_bench.suite.records import RECORDS_DIR, record_dir, record_matches
 
 STATES = ("done", "running", "failed", "interrupted", "missing")
 
@@ -49,6 +55,9 @@ class JobState:
     evals: dict[str, tuple[int, int]] = field(default_factory=dict)  # protocol -> (done, total)
     holder: dict[str, Any] | None = None
     failure: dict[str, Any] | None = None
+    source: str = ""  # where a done run's results are: 'work' or 'record' (results/run_records)
+    train_seconds: float | None = None  # recorded training wall time of a done run
+    origin: str = ""  # a committed record's env.json: when, at which commit, on what device
 
 
 def _expected_corruptions(cfg: SuiteConfig) -> list[str]:
@@ -97,9 +106,47 @@ def eval_counts(run_dir: Path, cfg: SuiteConfig, set_id: str | None) -> dict[str
     return out
 
 
-def job_state(job: Job, cfg: SuiteConfig, set_id: str | None) -> JobState:
-    """The state of one job, read from its run directory."""
+def record_complete(cfg: SuiteConfig, dest: Path, job: Job, set_id: str | None) -> bool:
+    """Whether the committed record `dest` stands for `job` and covers every cell of every
+    protocol on the corrupted set `set_id`."""
+    return record_matches(dest, job.config) and all(
+        d == t for d, t in eval_counts(dest, cfg, set_id).values())
+
+
+def _record_set_id(dest: Path) -> str | None:
+    """The corrupted set a record was evaluated on (when the set is not made here yet)."""
+    rows = fsio.read_jsonl(dest / EVAL_FILE) if (dest / EVAL_FILE).is_file() else []
+    ids = {r.get("set_id") for r in rows}
+    return next(iter(ids)) if len(ids) == 1 else None
+
+
+def _origin(dest: Path) -> str:
+    """'trained 2026-11-24T04:07:00+00:00 at commit f883c37 on cpu (x86_64)' from env.json."""
+    try:
+        env = json.loads((dest / ENV).read_text())
+        device = env.get("device", {})
+        return (f"trained {env.get('time', '?')} at commit {env.get('commit', '?')} on "
+                f"{device.get('type', '?')} ({device.get('name', '?')})")
+    except (OSError, ValueError, AttributeError):
+        return "no readable env.json"
+
+
+def _wall_seconds(run_dir: Path) -> float | None:
+    cost = read_training_cost(run_dir) if (run_dir / CONFIG).is_file() else None
+    return cost.wall_seconds if cost is not None else None
+
+
+def job_state(job: Job, cfg: SuiteConfig, set_id: str | None,
+              results_dir: Path | None = None) -> JobState:
+    """The state of one job, read from its run directory or its committed record."""
     run_dir = job.run_dir
+    if results_dir is not None and not (run_dir / DONE).exists():
+        dest = record_dir(results_dir, run_dir)
+        if record_complete(cfg, dest, job, set_id or _record_set_id(dest)):
+            return JobState(job, "done", job.config.epochs,
+                            eval_counts(dest, cfg, set_id or _record_set_id(dest)),
+                            source="record", train_seconds=_wall_seconds(dest),
+                            origin=_origin(dest))
     epochs = len(fsio.read_jsonl(run_dir / METRICS))
     trained = (run_dir / DONE).exists()
     evals = eval_counts(run_dir, cfg, set_id)
@@ -115,15 +162,19 @@ def job_state(job: Job, cfg: SuiteConfig, set_id: str | None) -> JobState:
         state = "interrupted"
     else:
         state = "missing"
-    return JobState(job, state, job.config.epochs if trained else epochs, evals, live, failure)
+    return JobState(job, state, job.config.epochs if trained else epochs, evals, live, failure,
+                    source="work" if state == "done" else "",
+                    train_seconds=_wall_seconds(run_dir) if state == "done" else None)
 
 
 def is_complete(plan: SuitePlan, job: Job) -> bool:
-    """Trained and evaluated on every cell of every protocol (the set must be complete)."""
-    if not (job.run_dir / DONE).exists():
-        return False
+    """Trained and evaluated on every cell of every protocol (the set must be complete), in
+    the work directory or in a committed record under the results directory."""
     set_id = set_state(plan.suite, plan.set_dir).set_id
-    return all(d == t for d, t in eval_counts(job.run_dir, plan.suite, set_id).values())
+    if (job.run_dir / DONE).exists() and all(
+            d == t for d, t in eval_counts(job.run_dir, plan.suite, set_id).values()):
+        return True
+    return record_complete(plan.suite, record_dir(plan.results_dir, job.run_dir), job, set_id)
 
 
 @dataclass
@@ -135,6 +186,7 @@ class SuiteStatus:
     corrupted: SetState
     jobs: list[JobState]
     results: Path | None
+    results_root: Path = Path("results")  # the results directory, written or not
 
 
 def _jobs_for(cfg: SuiteConfig, work_dir: Path) -> tuple[Job, ...]:
@@ -154,14 +206,15 @@ def _jobs_for(cfg: SuiteConfig, work_dir: Path) -> tuple[Job, ...]:
 def suite_status(cfg: SuiteConfig, work_dir: str | Path | None = None,
                  results_dir: str | Path | None = None) -> SuiteStatus:
     """Read the state of every part of the suite described by `cfg`."""
+    check_suite_config(cfg)  # a bad preset is one line here too, not a plan of wrong jobs
     work = Path(work_dir or Path("runs") / cfg.name)
     if work.exists() and not work.is_dir():
         raise UserError(f"work directory '{work}' is not a directory")
     corrupted = set_state(cfg, work / "corrupted")
-    jobs = [job_state(j, cfg, corrupted.set_id) for j in _jobs_for(cfg, work)]
     results = Path(results_dir or Path("results") / cfg.name)
+    jobs = [job_state(j, cfg, corrupted.set_id, results) for j in _jobs_for(cfg, work)]
     return SuiteStatus(cfg.name, work, corrupted, jobs,
-                       results if (results / "summary.json").is_file() else None)
+                       results if (results / "summary.json").is_file() else None, results)
 
 
 def _who(state: JobState) -> str:
@@ -182,7 +235,8 @@ def status_table(status: SuiteStatus) -> pd.DataFrame:
                 "epochs": f"{s.epochs_done}/{s.job.config.epochs}"}
         for spec, (done, total) in s.evals.items():
             line[f"eval {spec}"] = f"{done}/{total}"
-        line["note"] = _who(s)
+        line["from"] = {"work": "work directory", "record": "committed record"}.get(s.source, "—")
+        line["note"] = _who(s) or s.origin
         line["run"] = s.job.run_dir.name
         lines.append(line)
     return pd.DataFrame(lines)
@@ -197,5 +251,27 @@ def status_summary(status: SuiteStatus) -> list[str]:
     runs = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
     results = (f"results: {status.results}/summary.json" if status.results
                else "results: not written yet")
+    records = sum(s.source == "record" for s in status.jobs)
     return [f"suite {status.name} (work directory {status.work_dir})", set_line,
-            f"runs: {len(status.jobs)} ({runs})", results]
+            f"runs: {len(status.jobs)} ({runs}); {records} done from committed records in "
+            f"{status.results_root / RECORDS_DIR}", results, remaining(status)]
+
+
+def remaining(status: SuiteStatus) -> str:
+    """What is left, and its training time estimated from the done runs' recorded times
+    (median wall seconds of the same method's done runs; methods with none are named)."""
+    left = [s for s in status.jobs if s.state != "done"]
+    if not left:
+        return "left: nothing; every run is done"
+    by_method: dict[str, list[float]] = {}
+    for s in status.jobs:
+        if s.train_seconds is not None:
+            by_method.setdefault(s.job.method, []).append(s.train_seconds)
+    known = [statistics.median(by_method[s.job.method]) for s in left if s.job.method in by_method]
+    unknown = sorted({s.job.method for s in left if s.job.method not in by_method})
+    names = ", ".join(f"{s.job.method} s{s.job.seed}" for s in left)
+    estimate = (f"about {sum(known) / 3600:.1f} h of training (wall clock, median of the same "
+                f"method's done runs) for {len(known)} of them" if known else "no estimate")
+    if unknown:
+        estimate += f"; no done run to estimate {', '.join(unknown)}"
+    return f"left: {len(left)} run(s) ({names}); {estimate}"
