@@ -51,6 +51,7 @@ class OptimConfig:
     nesterov: bool = True
     weight_decay: float = 5e-4
     batch_size: int = 128  # training images per step
+    warmup_epochs: float = 0.0  # linear warm-up from 0 to lr before the cosine decay (0 = none)
 
 
 @dataclass(frozen=True)
@@ -284,6 +285,9 @@ def replace(cfg: T, **changes: Any) -> T:
 
 # Keys that change how fast a run goes but not what it computes; they stay out of the hash.
 _NOT_IDENTITY = ("device",)
+# Keys added after runs were published, with the value every earlier run had: at that value
+# they stay out of the hash, so earlier run directories and committed results keep their names.
+_ADDED_KEYS = {("optim", "warmup_epochs"): 0.0}
 
 
 def identity(cfg: TrainConfig) -> dict[str, Any]:
@@ -291,6 +295,9 @@ def identity(cfg: TrainConfig) -> dict[str, Any]:
     data = to_dict(cfg)
     for key in _NOT_IDENTITY:
         data.pop(key, None)
+    for (section, key), old_value in _ADDED_KEYS.items():
+        if data.get(section, {}).get(key) == old_value:
+            del data[section][key]
     return data
 
 

@@ -53,6 +53,10 @@ def check_train_config(cfg: TrainConfig, where: str = "") -> None:
     check_float(f"{p}optim.momentum", o.momentum, 0.0)
     check_float(f"{p}optim.weight_decay", o.weight_decay, 0.0)
     check_int(f"{p}optim.batch_size", o.batch_size, 1)
+    check_float(f"{p}optim.warmup_epochs", o.warmup_epochs, 0.0)
+    if o.warmup_epochs >= cfg.epochs:
+        raise UserError(f"{p}optim.warmup_epochs is {o.warmup_epochs:g}; valid: 0 <= "
+                        f"warmup_epochs < epochs ({cfg.epochs})")
 
 
 def check_corrupt_config(cfg: CorruptConfig, where: str = "") -> None:

@@ -40,8 +40,12 @@ def test_units_go_in_every_block() -> None:
 
     build_model("wrn40_2", 10, unit=unit, unit_position="post")
     assert len(made) == 18  # one per residual block of WRN-40-2
+    made.clear()
+    build_model("resnet9_16", 10, unit=unit, unit_position="pre")
+    assert made == [32, 128]  # ResNet-9 has two residual units, after stages 1 and 3
 
 
 def test_parameter_counts_match_the_literature() -> None:
     assert count_parameters(build_model("wrn40_2", 10)) == pytest.approx(2.24e6, rel=0.01)
     assert count_parameters(build_model("resnet18", 10)) == pytest.approx(11.17e6, rel=0.01)
+    assert count_parameters(build_model("resnet9", 10)) == pytest.approx(6.57e6, rel=0.01)

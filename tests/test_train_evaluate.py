@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from metabn_bench.config import TrainConfig, config_hash, identity, replace
 from metabn_bench.data.store import open_set
 from metabn_bench.errors import UserError
 from metabn_bench.evaluation.evaluate import cells_of, evaluate
@@ -73,6 +74,22 @@ def test_cosine_schedule_ends_at_lr_min() -> None:
     assert f(0) == pytest.approx(1.0)
     assert f(50) == pytest.approx(0.5, abs=1e-4)
     assert 0.1 * f(100) == pytest.approx(1e-6)
+
+
+def test_warmup_rises_linearly_then_decays() -> None:
+    f = cosine_lambda(100, 0.1, 0.0, warmup_steps=10)
+    assert [f(s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert f(10) == pytest.approx(1.0)  # the cosine starts at the peak
+    assert f(55) == pytest.approx(0.5, abs=1e-6)  # halfway through the 90 decay steps
+    assert f(100) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_added_key_at_its_old_value_keeps_the_run_name() -> None:
+    base = TrainConfig()
+    assert "warmup_epochs" not in identity(base)["optim"]
+    warm = replace(base, optim=replace(base.optim, warmup_epochs=1.0))
+    assert identity(warm)["optim"]["warmup_epochs"] == 1.0
+    assert config_hash(warm) != config_hash(base)
 
 
 def test_evaluate_writes_one_row_per_protocol_and_cell(trained_run: Path,

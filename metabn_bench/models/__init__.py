@@ -18,6 +18,7 @@ from metabn_bench.models import (
 from metabn_bench.models.common import Classifier
 from metabn_bench.models.norms import NormFactory, UnitFactory, make_norm
 from metabn_bench.models.resnet import BasicBlock, PreActBlock, ResNet
+from metabn_bench.models.resnet9 import ResNet9
 from metabn_bench.models.wrn import WideResNet
 from metabn_bench.registry import Registry
 
@@ -44,6 +45,10 @@ ARCHS.add("wrn16_2", Arch(lambda k, n, u, p: WideResNet(16, 2, k, n, u, p),
                           "WRN-16-2, the recipe's network at a third of the depth, 0.7M params"))
 ARCHS.add("wrn10_1", Arch(lambda k, n, u, p: WideResNet(10, 1, k, n, u, p),
                           "WRN-10-1, a small fast network for CPU runs, 77k params"))
+ARCHS.add("resnet9_16", Arch(lambda k, n, u, p: ResNet9(k, n, u, p, width=16),
+                             "ResNet-9 (Page 2018) at base width 16: the fast CPU recipe, 0.41M params"))
+ARCHS.add("resnet9", Arch(lambda k, n, u, p: ResNet9(k, n, u, p, width=64),
+                          "ResNet-9 (Page 2018), base width 64: the fast GPU recipe, 6.6M params"))
 
 
 def build_model(arch: str, num_classes: int, norm: NormFactory | None = None,

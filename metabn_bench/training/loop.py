@@ -55,12 +55,17 @@ def resolve_config(cfg: TrainConfig, num_classes: int) -> TrainConfig:
     return replace(cfg, hparams=method.resolved_hparams())
 
 
-def cosine_lambda(total_steps: int, lr: float, lr_min: float):
-    """Per-step cosine decay from lr to lr_min, as a multiplier for LambdaLR."""
+def cosine_lambda(total_steps: int, lr: float, lr_min: float, warmup_steps: int = 0):
+    """Per-step multiplier for LambdaLR: a linear warm-up over `warmup_steps` (the first step
+    at lr / warmup_steps), then cosine decay from lr to lr_min over the remaining steps."""
     floor = lr_min / lr if lr > 0 else 0.0
+    decay = max(total_steps - warmup_steps, 1)
 
     def factor(step: int) -> float:
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = min(step - warmup_steps, decay) / decay
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
     return factor
 
@@ -132,7 +137,9 @@ def _fit(cfg: TrainConfig, data: ArraySet, run_dir: Path, device: torch.device,
     optimizer = torch.optim.SGD(method.parameter_groups(model), lr=o.lr, momentum=o.momentum,
                                 nesterov=o.nesterov, weight_decay=o.weight_decay)
     total = cfg.epochs * len(loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_lambda(total, o.lr, o.lr_min))
+    warmup = round(o.warmup_epochs * len(loader))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                                  cosine_lambda(total, o.lr, o.lr_min, warmup))
     scaler = grad_scaler(device, cfg.amp)
     start = 0
     ckpt_path = run_dir / CHECKPOINT
