@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -286,7 +287,10 @@ def test_evaluate_runs_the_controls_and_records_them_in_every_row(
                                       "--adapt", "none:control=static,static_images=16,none",
                                       "--batch-size", "20", "--no-progress"])
     assert result.exit_code == 0, result.output
+    # a copy: the session's shared vanilla run must not gain rows other tests do not expect
+    plain = tmp_path / "vanilla"
+    shutil.copytree(trained_run, plain)
     with pytest.raises(UserError, match="needs a model with Meta-BN auxiliary nets"):
-        evaluate(trained_run, corrupted_set, ("none:control=zero-z",), progress=False)
-    vanilla = evaluate(trained_run, corrupted_set, ("none",), batch_size=20, progress=False)
+        evaluate(plain, corrupted_set, ("none:control=zero-z",), progress=False)
+    vanilla = evaluate(plain, corrupted_set, ("none",), batch_size=20, progress=False)
     assert all("metabn" not in r and "transductive" not in r for r in vanilla)
