@@ -33,16 +33,21 @@ def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
                if b[k].is_floating_point())
 
 
-def test_two_processes_under_torchrun_compute_what_one_process_computes(tmp_path: Path) -> None:
+def _two_ranks(script: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess, dict, dict]:
+    """Run tests/SCRIPT under torchrun with 2 processes: the process, what ranks 0 and 1 saved."""
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():
         pytest.skip("torchrun is not installed next to this Python")
     proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2",
-                           str(ROOT / "tests" / "ddp_ranks.py"), str(tmp_path)],
+                           str(ROOT / "tests" / script), str(tmp_path)],
                           capture_output=True, text=True, timeout=300, env=cli_env(), cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
-    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    return (proc, torch.load(tmp_path / "rank0.pt", weights_only=True),
+            torch.load(tmp_path / "rank1.pt", weights_only=True))
+
+
+def test_two_processes_under_torchrun_compute_what_one_process_computes(tmp_path: Path) -> None:
+    proc, r0, r1 = _two_ranks("ddp_ranks.py", tmp_path)
     assert (r0["rank"], r1["rank"], r0["world"]) == (0, 1, 2)
 
     # float64: synchronised BatchNorm + averaged gradients = one process
@@ -78,15 +83,7 @@ def test_episodic_metabn_on_two_processes_computes_what_one_process_computes(
     """float64, gloo: Meta-BN layers synchronised over the ranks and the inner step's gradient
     averaged give one process's weights after three episodic steps, for instance and batch z;
     without them (the former code) the weights differ, so the check can tell."""
-    torchrun = Path(sys.executable).with_name("torchrun")
-    if not torchrun.exists():
-        pytest.skip("torchrun is not installed next to this Python")
-    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2",
-                           str(ROOT / "tests" / "ddp_metabn_ranks.py"), str(tmp_path)],
-                          capture_output=True, text=True, timeout=300, env=cli_env(), cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
-    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    _, r0, r1 = _two_ranks("ddp_metabn_ranks.py", tmp_path)
     for case in ("instance", "batch"):
         single = _tensors(r0[f"{case}/single"])
         assert _max_diff(_tensors(r0[f"{case}/synced"]), single) < 1e-10, case
