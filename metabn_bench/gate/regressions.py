@@ -63,8 +63,8 @@ REGRESSIONS = (
                "ArraySet(images, np.where(labels == 3, 4, labels).astype(np.int64),",
                "class 3's labels off by one (read as class 4)"),
     Regression("eval-clean-set", "evaluation/evaluate.py",
-               'images = clean if corruption == "clean" else cset.cell(corruption, severity)',
-               "images = clean", "every cell evaluated on the clean images"),
+               'return self.clean if cell[0] == "clean" else self.cset.cell(*cell)',
+               "return self.clean", "every cell evaluated on the clean images"),
     Regression("mce-severity-twice", "reporting/metrics.py",
                '"mce": float(common["error"].mean()) if len(common) else np.nan,',
                '"mce": float(pd.concat([common["error"], common[common["severity"] == 5]["error"]])'
