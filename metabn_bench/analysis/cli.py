@@ -1,4 +1,5 @@
-"""`metabn-bench analysis ...`: the Meta-BN ablation table and the Meta-BN diagnostics.
+"""`metabn-bench analysis ...`: the Meta-BN ablation table, its training controls and run
+records, and the Meta-BN diagnostics.
 
 Plain functions with Typer annotations; cli.py registers them (with its one-line errors).
 """
@@ -12,7 +13,9 @@ from typing import Annotated
 import typer
 from tabulate import tabulate
 
-COMMANDS = ("ablation", "diagnostics")
+from metabn_bench.errors import UserError
+
+COMMANDS = ("ablation", "control", "record", "diagnostics")
 
 
 def ablation(
@@ -29,6 +32,42 @@ def ablation(
     notes = dict(item.split("=", 1) for item in note or [])
     path = write_ablation(run_dirs, corrupted, out, title, notes, list(diagnostics or []))
     typer.echo((path / "report.md").read_text())
+
+
+def control(
+    variant: Annotated[str, typer.Argument(help="Variant name (the run is <work>/<variant>-s<seed>).")],
+    seed: Annotated[int, typer.Argument(help="Seed.")],
+    work: Annotated[Path, typer.Option(help="Where the run directory goes.")],
+    corrupted: Annotated[Path, typer.Option(help="The suite's corrupted set.")],
+    results: Annotated[Path, typer.Option(help="Its record goes to <results>/run_records/<variant>-s<seed>/.")],  # noqa: E501
+    preset: Annotated[str, typer.Option(help="The suite preset whose recipe the control trains with.")] = "cifar10-cpu",  # noqa: E501
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Preset override as for `run` (e.g. train.data.dataset=npy:DIR); repeatable.")] = None,  # noqa: E501
+    method: Annotated[str, typer.Option(help="Method of the control.")] = "metabn",
+    hparam: Annotated[list[str] | None, typer.Option(help="key=value of the method's hparams (repeatable), e.g. bound=0.")] = None,  # noqa: E501
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars.")] = False,
+) -> None:
+    """Train, evaluate and record one training control of the Meta-BN ablation, with the
+    preset's recipe and the given hparams; skipped when its record is already complete."""
+    from metabn_bench.analysis.controls import parse_hparams, plan_control, run_control
+
+    ctl = plan_control(variant, seed, preset, list(set_ or []), method,
+                       parse_hparams(list(hparam or [])), work, results, device)
+    run_control(ctl, corrupted, results, progress=progress, log=typer.echo)
+
+
+def record(
+    run_dir: Annotated[Path, typer.Argument(help="A finished, evaluated run directory.")],
+    results: Annotated[Path, typer.Option(help="The record goes to <results>/run_records/<run name>/.")],
+) -> None:
+    """Save (or refresh, e.g. after evaluating controls) a run's record: its small files."""
+    from metabn_bench.runs import EVAL_FILE, require_finished
+    from metabn_bench.suite.records import save_record
+
+    require_finished(run_dir)
+    if not (run_dir / EVAL_FILE).is_file():
+        raise UserError(f"run '{run_dir}' has no {EVAL_FILE}; evaluate it first")
+    typer.echo(f"recorded: {save_record(run_dir, results)}")
 
 
 def diagnostics(
