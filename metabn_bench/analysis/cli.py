@@ -19,19 +19,27 @@ COMMANDS = ("ablation", "control", "record", "diagnostics")
 
 
 def ablation(
-    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories (metabn variants, vanilla).")],
-    corrupted: Annotated[Path, typer.Option(help="The corrupted set the runs were evaluated on.")],
-    out: Annotated[Path, typer.Option(help="Directory for cells.csv, summary.json, report.md.")],
-    title: Annotated[str, typer.Option(help="Title of report.md.")] = "Meta-BN ablation",
+    paths: Annotated[list[Path], typer.Argument(help="Run directories or run records (<method>-s<seed>-<hash>, <variant>-s<seed>), or folders of them (run_records/).")],  # noqa: E501
+    out: Annotated[Path, typer.Option(help="Directory for table.md, table.json, cells.csv, summary.json, report.md.")],  # noqa: E501
+    corrupted: Annotated[Path | None, typer.Option(help="The corrupted set to report (needed only when the runs were evaluated on several).")] = None,  # noqa: E501
+    test_batch_size: Annotated[int, typer.Option(help="Test batch size of the rows to report (0 = per protocol, the one with most rows).")] = 0,  # noqa: E501
+    title: Annotated[str, typer.Option(help="Title of table.md and report.md.")] = "Meta-BN ablation",
     note: Annotated[list[str] | None, typer.Option(help="key=value recorded in the provenance (e.g. the recipe); repeatable.")] = None,  # noqa: E501
     diagnostics: Annotated[list[Path] | None, typer.Option(help="A diagnostics JSON file to add (repeatable).")] = None,  # noqa: E501
 ) -> None:
-    """The Meta-BN ablation table: metabn variants (and vanilla) as rows of one report."""
+    """The Meta-BN ablation table: variants (seeds grouped) and the evaluation-only controls,
+    with Δ mCE against metabn, augmix and vanilla (seed-level intervals)."""
     from metabn_bench.analysis.ablation import write_ablation
 
+    for item in note or []:
+        if "=" not in item:
+            raise UserError(f"--note '{item}' must be key=value (for example recipe=cifar10-cpu)")
     notes = dict(item.split("=", 1) for item in note or [])
-    path = write_ablation(run_dirs, corrupted, out, title, notes, list(diagnostics or []))
-    typer.echo((path / "report.md").read_text())
+    if test_batch_size < 0:
+        raise UserError(f"--test-batch-size {test_batch_size} is not valid; valid: 0 or more")
+    path = write_ablation(paths, out, title, notes, list(diagnostics or []), corrupted,
+                          test_batch_size)
+    typer.echo((path / "table.md").read_text())
 
 
 def control(

@@ -3,8 +3,8 @@
 #
 #   results/metabn-ablation/run.sh VARIANT SEED [key=value ...]   (extra metabn hparams)
 #
-# The recipe is the suite preset's (PRESET, default cifar10-cpu: ResNet-9 at width 16, 6 epochs,
-# Nesterov SGD lr 0.2 cosine, batch 256, wd 5e-4, crop + flip), made by the suite's own planner,
+# The recipe is the suite preset's (PRESET, default cifar10-cpu: ResNet-9 at width 16, Nesterov
+# SGD lr 0.2 cosine, batch 256, wd 5e-4, crop + flip; see its header), made by the suite's planner,
 # so a control differs from the suite's `metabn` run of the same seed in its hparams only. It is
 # evaluated on the suite's corrupted set under the preset's protocols (none, bn, tent) and test
 # batch (100), and its run record (no weights) goes to RESULTS/run_records/VARIANT-sSEED/. A
