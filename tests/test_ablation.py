@@ -97,7 +97,8 @@ def _record(root: Path, name: str, method: str, seed: int, hparams: dict, rate: 
                          "data_source": "synthetic", "set_id": "S", "corruption": corruption,
                          "severity": severity, "n": N, "errors": int(bad.sum()),
                          "error": 100.0 * bad.mean(), "protocol": spec, "test_batch_size": 20,
-                         "per_image": True, "metabn": {"control": control}})
+                         "per_image": True,
+                         **({"metabn": {"control": control}} if method == "metabn" else {})})
     (run / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return wrong
 

@@ -97,6 +97,15 @@ def _label(variant: str, spec: str, control: str) -> str:
     return variant if spec == base else f"{variant} [{spec}]"
 
 
+def _spec_order(spec: str) -> tuple[bool, str, int, str]:
+    """none first; each protocol, then its controls in CONTROL_LABELS' order, then the rest."""
+    base = spec.partition(":")[0]
+    control = spec.partition("control=")[2].partition(",")[0]
+    rank = 0 if spec == base else 1 + list(CONTROL_LABELS).index(control) \
+        if control in CONTROL_LABELS else len(CONTROL_LABELS) + 1
+    return base != "none", base, rank, spec
+
+
 def _order(variants: list[str]) -> list[str]:
     return [v for v in ORDER if v in variants] + sorted(v for v in variants if v not in ORDER)
 
@@ -128,8 +137,7 @@ def table_rows(df: pd.DataFrame, vectors: PerImage, resamples: int = RESAMPLES,
     groups = {key: g for key, g in df.groupby(["method", "protocol"], sort=False)}
     rows: list[Row] = []
     for variant in _order(sorted({m for m, _ in groups})):
-        specs = sorted((s for m, s in groups if m == variant),
-                       key=lambda s: (s.partition(":")[0] != "none", s.partition(":")[0], s))
+        specs = sorted((s for m, s in groups if m == variant), key=_spec_order)
         for spec in specs:
             g = groups[(variant, spec)]
             base = spec.partition(":")[0]
