@@ -67,6 +67,12 @@ def test_control_trains_evaluates_records_and_is_skipped_once_recorded(
         assert (record / "per_image.npz").is_file() and not (record / "model.pt").exists()
         again = runner.invoke(app, args)  # type: ignore[attr-defined]
     assert again.exit_code == 0 and "skipped" in again.output
+    refreshed = runner.invoke(app, ["analysis", "record", str(tmp_path / "w" / "bound0-s0"),  # type: ignore[attr-defined]
+                                    "--results", str(tmp_path / "r2")])
+    assert refreshed.exit_code == 0 and (tmp_path / "r2" / RECORDS_DIR / "bound0-s0" / "done").is_file()
+    unfinished = runner.invoke(app, ["analysis", "record", str(tmp_path), "--results",  # type: ignore[attr-defined]
+                                     str(tmp_path / "r2")])
+    assert unfinished.exit_code == 2 and "Traceback" not in unfinished.output
     bad = runner.invoke(app, [*args[:2], "Bound-0", *args[3:]])  # type: ignore[attr-defined]
     assert bad.exit_code == 2 and "variant name 'Bound-0' is not valid" in bad.output
 

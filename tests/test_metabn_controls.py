@@ -30,6 +30,7 @@ def _batch() -> Batch:
 
 
 def test_bad_meta_test_stats_are_user_errors() -> None:
+    assert _method().resolved_hparams()["meta_test_stats"] == "meta_train"  # the default
     with pytest.raises(UserError, match="unknown hparams.meta_test_stats 'test'; valid: meta_train, own"):
         _method(meta_test_stats="test")
     with pytest.raises(UserError, match="meta_test_stats=own is for training_mode episodic or joint"):
