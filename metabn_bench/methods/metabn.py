@@ -19,6 +19,8 @@ and beta per sample from the sample's statistics. Training modes:
   meta-test term goes through the meta-test batch's own statistics, as BatchNorm's does;
   with constant statistics (`detached`) the network failed to train (README, "Meta-BN").
 - `joint`: the same two passes and statistics, without the inner step.
+- `post_hoc`: a trained vanilla backbone and its BN statistics are frozen; only the auxiliary
+  nets learn, on clean and proxy views normalised with the running statistics.
 
 `meta_test_stats=own` (a control) normalises the meta-test pass with its own batch's statistics,
 as BatchNorm does in training (gradient through them; running statistics still from the
@@ -30,8 +32,6 @@ from a plain-BN network trained on both views: the running statistics come from 
 only, and the auxiliary nets exist (their output is exactly zero, they receive no gradient, and
 weight decay only shrinks them). `bound=0` alone is not that control: its meta-test pass is
 normalised with the meta-train statistics (and, in `episodic`, taken after the inner step).
-- `post_hoc`: a trained vanilla backbone and its BN statistics are frozen; only the auxiliary
-  nets learn, on clean and proxy views normalised with the running statistics.
 """
 
 from __future__ import annotations
