@@ -27,6 +27,8 @@
 #   DATA       the dataset SPEC the suite was run with (`--set train.data.dataset=...`); it is
 #              part of every run's identity, so it must be the same string (required)
 #   CORRUPTED  the suite's corrupted set, <suite work>/corrupted (required)
+#   LABEL      the data source label the suite was run with (`--set train.data.label=...`, e.g.
+#              "CIFAR-10, JPEG copy"), also part of the identity (default: none)
 #   WORK       where the run directories go (default /work/runs/metabn-ablation/train)
 #   RESULTS    where run_records/ goes (default results/metabn-ablation)
 #   PRESET     the suite preset (default cifar10-cpu); PY the Python (default .venv/bin/python)
@@ -59,6 +61,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-
 
 args=()
 for kv in "${hp[@]}" "$@"; do args+=(--hparam "$kv"); done
+[ -n "${LABEL:-}" ] && args+=(--set "train.data.label=$LABEL")
 exec $PY -m metabn_bench analysis control "$variant" "$seed" --preset "$PRESET" \
     --set "train.data.dataset=$DATA" --work "$WORK" --corrupted "$CORRUPTED" \
     --results "$RESULTS" --device cpu "${args[@]}"
