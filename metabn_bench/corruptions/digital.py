@@ -35,9 +35,8 @@ def contrast(x: Tensor, c: float, rng: ImageRandom) -> Tensor:
 def saturate(x: Tensor, params: tuple[float, float], rng: ImageRandom) -> Tensor:
     """HSV saturation * a + b (clipped to [0, 1]), back to RGB, clipped."""
     a, b = params
-    hsv = rgb_to_hsv(x)
-    hsv = torch.cat([hsv[:, :1], (hsv[:, 1:2] * a + b).clamp(0, 1), hsv[:, 2:]], 1)
-    return clip255(hsv_to_rgb(hsv))
+    h, s, v = rgb_to_hsv(x)
+    return clip255(hsv_to_rgb(h, (s * a + b).clamp(0, 1), v))
 
 
 @corruption("pixelate", random=False)
