@@ -5,6 +5,7 @@ how `corrupt` chooses it, and the set made through the command line."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -150,14 +151,19 @@ def test_its_mean_covers_its_own_corruptions_never_the_mce() -> None:
     assert rec["cbar_corruptions"] == ["caustic_refraction", "perlin_noise"]
 
 
-def test_imagenet_cbar_set_through_the_cli(tmp_path: Path) -> None:
+def test_imagenet_cbar_set_through_the_cli(tmp_path: Path, trained_run: Path) -> None:
     runner = CliRunner()
+
+    def ok(args: list[str]) -> str:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, (result.output, result.exception)
+        return result.output
+
     out = tmp_path / "inbar"
     args = ["corrupt", "--dataset", "synthetic", "--out", str(out), "--n", "10", "--benchmark",
             "c-bar", "--preset", "imagenet", "--severities", "2", "--device", "cpu",
             "--no-progress"]
-    result = runner.invoke(app, [*args, "--corruptions", "plasma_noise,sparkles"])
-    assert result.exit_code == 0, (result.output, result.exception)
+    ok([*args, "--corruptions", "plasma_noise,sparkles"])
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["benchmark"] == "c-bar" and manifest["preset"] == "imagenet"
     assert manifest["param_table_sha256"] == tables.table_hash("imagenet", "c-bar")
@@ -166,3 +172,10 @@ def test_imagenet_cbar_set_through_the_cli(tmp_path: Path) -> None:
                               "--corruptions", "ripple"])
     assert bad.exit_code == 2 and "Traceback" not in bad.output
     assert "ripple is not in the ImageNet-C-bar table" in bad.output
+    run = tmp_path / "run"  # a copy: the shared run's eval.jsonl stays as other tests expect
+    shutil.copytree(trained_run, run)
+    ok(["evaluate", str(run), "--corrupted", str(out), "--device", "cpu", "--no-progress"])
+    summary = tmp_path / "summary.json"
+    ok(["report", str(run), "--format", "json", "--out", str(summary)])
+    row = json.loads(summary.read_text())["rows"][0]
+    assert row["cbar_corruptions"] == ["sparkles", "plasma_noise"] and row["corruptions"] == []
