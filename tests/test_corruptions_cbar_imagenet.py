@@ -122,6 +122,23 @@ def test_waves_add_what_the_level_sets() -> None:
     assert (out - 128).std() == pytest.approx(38.4 / 12 ** 0.5, rel=0.1)
 
 
+def test_plasma_and_perlin_stay_within_what_the_level_sets() -> None:
+    grey = np.full((40, 16, 16, 3), 128, np.uint8)
+    a = 6.4 * LEVELS["plasma_noise"][0]
+    out = corrupt_images(grey, "plasma_noise", 1, LEVELS["plasma_noise"][0], 0, CPU)
+    # (1 - a / 255) 128 + a sin(...): within +-a of the dimmed grey, reaching most of it
+    dev = out.astype(float) - (1 - a / 255) * 128
+    assert dev.min() >= -a - 1 and dev.max() <= a
+    assert np.percentile(np.abs(dev), 99) > 0.8 * a
+    black = np.zeros((40, 16, 16, 3), np.uint8)
+    alpha = 0.05 * LEVELS["perlin_noise"][4]
+    out = corrupt_images(black, "perlin_noise", 5, LEVELS["perlin_noise"][4], 0, CPU)
+    # 255 alpha clip(0.5 turbulence + 0.5): turbulence is a sum of absolute values, so the
+    # noise is at least one half; grey on every channel
+    assert out.min() >= int(255 * alpha * 0.5) and out.max() <= 255 * alpha
+    assert (out[..., 0] == out[..., 1]).all() and out.std() > 1
+
+
 def test_the_table_and_how_auto_chooses_it() -> None:
     assert tuple(tables.cbar_table("imagenet")) == CBAR_IMAGENET
     assert all(len(v) == 5 for v in LEVELS.values())
