@@ -84,7 +84,8 @@ def zoom_blur(x: Tensor, params: tuple[float, float], rng: ImageRandom) -> Tenso
     if h * w <= 1024:
         # Small images: the zoom sum is one sparse matrix product for all image planes.
         m = _zoom_sum_matrix(h, w, *params).to(x.device)
-        zoomed = (m @ x.reshape(b * c, h * w).T).T.reshape(b, c, h, w)
+        # a contiguous dense operand: what every sparse backend (MKL, cuSPARSE) takes directly
+        zoomed = (m @ x.reshape(b * c, h * w).T.contiguous()).T.reshape(b, c, h, w)
         total = x + zoomed
     else:
         total = x.clone()
