@@ -82,7 +82,7 @@ class CorruptConfig:
     n_test: int = 0  # corrupt the first N test images (0 = all)
     batch_size: int = 500  # images per batch (does not change the output)
     backend: str = "torch"  # torch | imagecorruptions
-    benchmark: str = "c"  # c (the -C corruptions) | c-bar (CIFAR-10-C-bar, Mintun et al. 2021)
+    benchmark: str = "c"  # c (-C) | c-bar (CIFAR-10-C-bar / ImageNet-C-bar, Mintun et al. 2021)
 
 
 @dataclass(frozen=True)

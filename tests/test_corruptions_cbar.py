@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from metabn_bench.cli import app
 from metabn_bench.corruptions import cbar_noise, cbar_sparkles, cbar_warp, tables
 from metabn_bench.corruptions.generate import corrupt_images
-from metabn_bench.corruptions.names import CBAR
+from metabn_bench.corruptions.names import CBAR_CIFAR
 from metabn_bench.corruptions.ops import CORRUPTIONS
 from metabn_bench.corruptions.rng import ImageRandom
 from metabn_bench.data.store import open_set
@@ -52,7 +52,7 @@ def _per_image(draws: dict[str, torch.Tensor], i: int) -> dict[str, Any]:
     return {k: v[i].numpy() for k, v in draws.items()}
 
 
-@pytest.mark.parametrize("name", CBAR)
+@pytest.mark.parametrize("name", CBAR_CIFAR)
 def test_every_op_matches_the_per_image_formula(name: str) -> None:
     # the per-pixel Python references are slow: two images (and two severities for the slowest)
     images = make_split("test", 2).images
@@ -78,7 +78,7 @@ def test_the_rotation_matrix_is_scipys_rotate() -> None:
         np.testing.assert_allclose(ours, ndimage.rotate(plane, degrees, reshape=False), atol=1e-12)
 
 
-@pytest.mark.parametrize("name", [n for n in CBAR if CORRUPTIONS.get(n).random])
+@pytest.mark.parametrize("name", [n for n in CBAR_CIFAR if CORRUPTIONS.get(n).random])
 def test_output_depends_only_on_seed_and_index(name: str) -> None:
     images = make_split("test", 6).images
     level = LEVELS[name][2]
@@ -142,7 +142,7 @@ def test_cbar_has_its_own_mean_never_in_the_mce() -> None:
     rec = summary_rows(cells_frame(rows))[0]
     assert rec["mce"] == 20.0 and rec["cbar_error"] == 50.0
     assert rec["cbar_corruptions"] == ["ripple", "lines"]
-    only_c = summary_rows(cells_frame([r for r in rows if r["corruption"] not in CBAR]))[0]
+    only_c = summary_rows(cells_frame([r for r in rows if r["corruption"] not in CBAR_CIFAR]))[0]
     assert "cbar_error" not in only_c  # -C summaries keep their fields
 
 
@@ -176,7 +176,7 @@ def test_cbar_set_is_made_evaluated_and_reported_through_the_cli(tmp_path: Path,
 @pytest.mark.parametrize(("args", "message"), [
     (["--benchmark", "cbar"], "unknown benchmark 'cbar'; valid: c, c-bar"),
     (["--benchmark", "c-bar", "--corruptions", "fog"], "fog not in benchmark 'c-bar'"),
-    (["--benchmark", "c-bar", "--preset", "imagenet"], "no -C-bar parameter table"),
+    (["--benchmark", "c-bar", "--preset", "tinyimagenet"], "no -C-bar parameter table"),
     (["--benchmark", "c-bar", "--extras"], "-C-bar has none"),
 ])
 def test_bad_benchmark_options_are_one_line_errors(tmp_path: Path, args: list[str],

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy.ndimage import gaussian_filter as scipy_gaussian
 from scipy.ndimage import map_coordinates
 
 from metabn_bench.corruptions import tables
 from metabn_bench.corruptions.blur import disk_kernel, imagemagick_round, scan_copy
+from metabn_bench.corruptions.filters import gaussian_filter_matrix
 from metabn_bench.corruptions.generate import corrupt_images
 from metabn_bench.corruptions.geometry import (
     affine_from_points,
@@ -154,6 +156,15 @@ def test_bilinear_sampling_matches_scipy_reflect() -> None:
     ours = sample_bilinear(torch.from_numpy(image)[None, None], torch.from_numpy(rows)[None],
                            torch.from_numpy(cols)[None], "symmetric")
     np.testing.assert_allclose(ours[0, 0].numpy(), expected, atol=1e-5)
+
+
+def test_gaussian_filter_matrix_is_scipys_filter() -> None:
+    # elastic_transform's field blur: kernels wider than the image fold back several times
+    field = np.random.default_rng(2).uniform(-1, 1, (2, 20, 20))
+    for sigma, truncate in ((0.7, 4.0), (6.4, 3.0), (13.0, 3.0)):
+        expected = scipy_gaussian(field, (0, sigma, sigma), mode="reflect", truncate=truncate)
+        ours = gaussian_filter_matrix(torch.from_numpy(field), sigma, "symmetric", truncate)
+        np.testing.assert_allclose(ours.numpy(), expected, rtol=0, atol=1e-14)
 
 
 def test_jpeg_falls_back_to_pil_when_torchvision_disagrees(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,11 +11,11 @@ from benchmarks import gpu_check
 def test_gpu_check_runs_on_the_cpu_and_reports_every_row(capsys: pytest.CaptureFixture) -> None:
     rows = gpu_check.run(["--device", "cpu", "--n", "2", "--n-bytes", "2", "--arch", "wrn10_1",
                           "--batch-size", "4", "--methods", "vanilla,gn",
-                          "--corruptions", "gaussian_noise,ripple,jpeg_compression",
+                          "--corruptions", "gaussian_noise,ripple,perlin_noise,jpeg_compression",
                           "--speed-corruptions", "contrast"])
     results = dict(rows)
     # the CPU against itself: equal bytes, or the check would be wrong
-    for name in ("gaussian_noise", "ripple", "jpeg_compression"):
+    for name in ("gaussian_noise", "ripple", "perlin_noise", "jpeg_compression"):
         assert results[f"bytes {name}"] == "equal"
     assert results["corrupt speed (1 x 5 x 2 images)"].endswith(" s)")
     vanilla = next(v for k, v in results.items() if k.startswith("method vanilla"))

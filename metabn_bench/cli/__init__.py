@@ -61,7 +61,7 @@ def corrupt(
     seed: Annotated[int, typer.Option(help="Seed of every random corruption.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Images per batch (output does not depend on it).")] = 500,
     backend: Annotated[str, typer.Option(help="torch | imagecorruptions")] = "torch",
-    benchmark: Annotated[str, typer.Option(help="c: the -C corruptions (Hendrycks & Dietterich) | c-bar: CIFAR-10-C-bar's 10 (Mintun et al. 2021)")] = "c",  # noqa: E501
+    benchmark: Annotated[str, typer.Option(help="c: the -C corruptions (Hendrycks & Dietterich) | c-bar: the 10 of CIFAR-10-C-bar or ImageNet-C-bar, by table (Mintun et al. 2021)")] = "c",  # noqa: E501
     data_root: Annotated[str, typer.Option(help="Where cifar10/cifar100/tinyimagenet live.")] = "data",
     label: Annotated[str, typer.Option(help="Provenance label of the data source.")] = "",
     device: DeviceOpt = "auto",

@@ -6,38 +6,40 @@ import torch
 from torch import Tensor
 
 
-def rgb_to_hsv(x: Tensor) -> Tensor:
-    """skimage.color.rgb2hsv on (B, 3, H, W) in [0, 1]: the same formulas and tie rules
-    (when channels tie for the maximum, blue wins over green over red)."""
+def rgb_to_hsv(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """skimage.color.rgb2hsv on (B, 3, H, W) in [0, 1] as three (B, H, W) planes (h, s, v): the
+    same formulas and tie rules (when channels tie for the maximum, blue wins over green over
+    red). Planes, not a stacked tensor: the stack and the gather back cost as much as the maths."""
     r, g, b = x.unbind(1)
-    v = x.amax(1)
-    delta = v - x.amin(1)
-    safe = torch.where(delta == 0, torch.ones_like(delta), delta)
-    s = torch.where(delta == 0, torch.zeros_like(v), delta / torch.where(v == 0, torch.ones_like(v), v))
-    h = torch.zeros_like(v)
-    h = torch.where(r == v, (g - b) / safe, h)
-    h = torch.where(g == v, 2.0 + (b - r) / safe, h)
-    h = torch.where(b == v, 4.0 + (r - g) / safe, h)
+    v = torch.maximum(torch.maximum(r, g), b)
+    delta = v - torch.minimum(torch.minimum(r, g), b)
+    flat = delta == 0
+    safe = torch.where(flat, 1.0, delta)
+    s = torch.where(flat, 0.0, delta / torch.where(v == 0, 1.0, v))
+    h = torch.where(b == v, 4.0 + (r - g) / safe,
+                    torch.where(g == v, 2.0 + (b - r) / safe,
+                                torch.where(r == v, (g - b) / safe, 0.0)))
     h = torch.remainder(h / 6.0, 1.0)
-    h = torch.where(delta == 0, torch.zeros_like(h), h)
-    return torch.stack([h, s, v], 1)
+    return torch.where(flat, 0.0, h), s, v
 
 
-# Which of (v, q, p, t) each RGB channel takes in each of the six hue sectors (scikit-image).
-_SECTOR_SOURCES = torch.tensor([[0, 3, 2], [1, 0, 2], [2, 0, 3], [2, 1, 0], [3, 2, 0], [0, 2, 1]])
-
-
-def hsv_to_rgb(hsv: Tensor) -> Tensor:
-    """skimage.color.hsv2rgb on (B, 3, H, W)."""
-    h, s, v = hsv.unbind(1)
-    hi = torch.floor(h * 6)
-    f = h * 6 - hi
+def hsv_to_rgb(h: Tensor, s: Tensor, v: Tensor) -> Tensor:
+    """skimage.color.hsv2rgb of (B, H, W) planes -> (B, 3, H, W): each channel takes v, q, p or
+    t by the hue's sector (0-5), as scikit-image's table does."""
+    h6 = h * 6
+    hi = torch.floor(h6)
+    f = h6 - hi
     p = v * (1 - s)
     q = v * (1 - f * s)
     t = v * (1 - (1 - f) * s)
     sector = torch.remainder(hi.to(torch.int64), 6)
-    index = _SECTOR_SOURCES.to(hsv.device)[sector].permute(0, 3, 1, 2)
-    return torch.stack([v, q, p, t], 1).gather(1, index)
+    red = torch.where((sector == 0) | (sector == 5), v,
+                      torch.where(sector == 1, q, torch.where(sector == 4, t, p)))
+    green = torch.where((sector == 1) | (sector == 2), v,
+                        torch.where(sector == 0, t, torch.where(sector == 3, q, p)))
+    blue = torch.where((sector == 3) | (sector == 4), v,
+                       torch.where(sector == 2, t, torch.where(sector == 5, q, p)))
+    return torch.stack([red, green, blue], 1)
 
 
 def rgb_to_gray(x: Tensor) -> Tensor:

@@ -41,14 +41,20 @@ LIBRARIES = ("opencv-python-headless", "opencv-python", "imagecorruptions-imaug"
              "imagecorruptions", "scikit-image", "numba")
 
 
-def resolve_names(cfg: CorruptConfig) -> list[str]:
-    """The corruptions to make, in canonical order; unknown or unimplemented names are errors."""
+def resolve_names(cfg: CorruptConfig, preset: str | None = None) -> list[str]:
+    """The corruptions to make, in canonical order; unknown or unimplemented names are errors.
+
+    For -C-bar, the corruptions of the chosen table (`preset`; without one, the config's named
+    table, else CIFAR-10-C-bar's); a named corruption outside that table is an error."""
+    cbar_preset = preset or (cfg.preset if cfg.preset in tables.CBAR_TABLES else "cifar")
     if cfg.corruptions:
         for name in cfg.corruptions:
             registry.get(name)
+            if cfg.benchmark == "c-bar":
+                tables.params(cbar_preset, name, 1)  # a one-line error outside the table
         chosen = list(dict.fromkeys(cfg.corruptions))
     elif cfg.benchmark == "c-bar":
-        chosen = [n for n in cnames.CBAR if n in registry.CORRUPTIONS]
+        chosen = [n for n in tables.cbar_table(cbar_preset) if n in registry.CORRUPTIONS]
     else:
         pool = cnames.ALL if cfg.extras else cnames.COMMON
         chosen = [n for n in pool if n in registry.CORRUPTIONS]
@@ -115,7 +121,7 @@ def corrupt_dataset(clean: ArraySet, out_dir: str | Path, cfg: CorruptConfig,
     if cfg.backend == "imagecorruptions":
         reference_backend.check_preset(preset)
         reference_backend.load()
-    names = resolve_names(cfg)
+    names = resolve_names(cfg, preset)
     severities = _check_severities(cfg.severities)
     identity = {
         "dataset": {"spec": dataset_spec, "source": clean.source, "split": "test",

@@ -6,8 +6,10 @@ the registry's lookups, so `CORRUPTIONS` here always lists every implemented cor
 
 from metabn_bench.corruptions import (  # noqa: F401  (registration)
     blur,
+    cbar_caustic,
     cbar_noise,
     cbar_sparkles,
+    cbar_textures,
     cbar_warp,
     digital,
     noise,

@@ -42,7 +42,7 @@ CORRUPTIONS: Registry[Corruption] = Registry("corruption")
 
 
 def corruption(name: str, random: bool) -> Callable[[Op], Op]:
-    """Decorator registering a batched op under one of the 19 -C or 10 -C-bar names."""
+    """Decorator registering a batched op under one of the 19 -C or 15 -C-bar names."""
     if name not in KNOWN:
         raise ValueError(f"'{name}' is not a reference corruption name")
 

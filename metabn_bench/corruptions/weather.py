@@ -17,9 +17,8 @@ from metabn_bench.corruptions.textures import frost_bank
 @corruption("brightness", random=False)
 def brightness(x: Tensor, c: float, rng: ImageRandom) -> Tensor:
     """HSV value + c (clipped to [0, 1]), back to RGB, clipped."""
-    hsv = rgb_to_hsv(x)
-    hsv = torch.cat([hsv[:, :2], (hsv[:, 2:] + c).clamp(0, 1)], 1)
-    return clip255(hsv_to_rgb(hsv))
+    h, s, v = rgb_to_hsv(x)
+    return clip255(hsv_to_rgb(h, s, (v + c).clamp(0, 1)))
 
 
 def plasma_draws(mapsize: int) -> int:

@@ -158,8 +158,10 @@ def planned_corruptions(manifest: dict[str, Any]) -> list[str]:
     from metabn_bench.corruptions import names as cnames
     from metabn_bench.corruptions import registry
 
-    pool = cnames.CBAR if cfg.get("benchmark") == "c-bar" else (
-        cnames.ALL if cfg.get("extras") else cnames.COMMON)
+    if cfg.get("benchmark") == "c-bar":  # the ten of the -C-bar table the set was made with
+        pool = cnames.CBAR_IMAGENET if manifest.get("preset") == "imagenet" else cnames.CBAR_CIFAR
+    else:
+        pool = cnames.ALL if cfg.get("extras") else cnames.COMMON
     return canonical_order([c for c in pool if c in registry.CORRUPTIONS])
 
 
