@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
+from metabn_bench.analysis.ablation_runs import load_runs, options
+from metabn_bench.analysis.diagnostics import diagnose
 from metabn_bench.cli import app
 from metabn_bench.errors import UserError
 from metabn_bench.methods import METHODS, Batch, Method, build_method
@@ -143,24 +145,26 @@ def test_options_are_augmix_views_and_metabn_defaults() -> None:
             _method(**bad)
 
 
-def test_trains_and_evaluates_through_the_cli(tmp_path: Path) -> None:
+def test_trains_and_evaluates_through_the_cli(tmp_path: Path, small_set: Path) -> None:
+    """Train and evaluate with the command line (bn and tent on it: test_methods.py)."""
     runner = CliRunner()
-    cset, run = tmp_path / "set", tmp_path / "run"
+    run = tmp_path / "amx-s0"  # named as the ablation table expects: <variant>-s<seed>
     common = ["--device", "cpu", "--no-progress"]
-    for args in (["corrupt", "--dataset", "synthetic", "--out", str(cset), "--n", "20",
-                  "--corruptions", "gaussian_noise", "--severities", "5", "--preset", "cifar"],
-                 ["train", "--method", "augmix_metabn", "--dataset", "synthetic", "--arch",
+    for args in (["train", "--method", "augmix_metabn", "--dataset", "synthetic", "--arch",
                   "wrn10_1", "--epochs", "1", "--set", "data.train_size=32", "--set",
                   "optim.batch_size=16", "--out", str(run)],
-                 ["evaluate", str(run), "--corrupted", str(cset), "--adapt",
-                  "none,bn,tent,tent_aux", "--batch-size", "10"]):
+                 ["evaluate", str(run), "--corrupted", str(small_set), "--adapt",
+                  "none,tent_aux", "--batch-size", "6"]):
         result = runner.invoke(app, args + common)
         assert result.exit_code == 0, (result.output, result.exception)
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert all("jsd" in r and "loss_meta_test" in r for r in metrics)
     rows = [json.loads(x) for x in (run / "eval.jsonl").read_text().splitlines()]
-    assert {r["protocol"] for r in rows} == {"none", "bn", "tent", "tent_aux"}
+    assert len(rows) == 2 * 5 and {r["protocol"] for r in rows} == {"none", "tent_aux"}
     assert all(r["method"] == "augmix_metabn" and 0 <= r["error"] <= 100 for r in rows)
-    normalisation = {r["protocol"]: r["metabn"]["normalisation"] for r in rows}
-    assert normalisation == {"none": "source", "bn": "test batch", "tent": "test batch",
-                             "tent_aux": "source"}
+    assert all(r["metabn"]["normalisation"] == "source" for r in rows)
+    assert {r["transductive"] for r in rows if r["protocol"] == "tent_aux"} == {True}
+    # Meta-BN's analyses take it as they take metabn.
+    assert diagnose(run, small_set, severity=5, n=6)["per_layer"]
+    (loaded,) = load_runs([run])
+    assert (loaded.variant, options(loaded.config)) == ("amx", {})

@@ -101,6 +101,12 @@ class MetaBNHparams(MetaBNCommonHparams):
     proxy_severity: int = 3  # AugMix operation severity
 
 
+def is_meta_bn_method(name: str) -> bool:
+    """Whether the registered method `name` trains Meta-BN (metabn, and methods built on it
+    such as augmix_metabn)."""
+    return name in METHODS and issubclass(METHODS.get(name), MetaBN)
+
+
 def _choice(key: str, value: str, valid: tuple[str, ...] | list[str]) -> None:
     if value not in valid:
         raise UserError(f"unknown hparams.{key} '{value}'; valid: {', '.join(valid)}")
