@@ -113,6 +113,24 @@ def test_the_meta_test_views_are_normalised_with_the_clean_views_statistics() ->
     assert torch.isfinite(out.loss) and out.logits.shape == (n, 10)
 
 
+def test_with_meta_test_stats_own_the_views_are_normalised_with_their_own_statistics() -> None:
+    method = _method(training_mode="joint", meta_test_stats="own")
+    torch.manual_seed(0)
+    model = method.build_model().train()
+    first = meta_bn_layers(model)[0]
+    inputs: list[torch.Tensor] = []
+    used: list[tuple[torch.Tensor, torch.Tensor]] = []
+    first.register_forward_pre_hook(lambda m, a: inputs.append(a[0].detach().clone()))
+    first.register_forward_hook(lambda m, a, o: used.append(m.last_normalisation))
+    batch = _batch_with_views(method)
+    method.training_step(model, batch)
+    n = batch.x.shape[0]
+    assert [t.shape[0] for t in inputs] == [3 * n, 2 * n]  # no recording pass
+    var, mean = torch.var_mean(inputs[1], dim=(0, 2, 3), unbiased=False)
+    torch.testing.assert_close(used[1][0], mean)
+    torch.testing.assert_close(used[1][1], var, rtol=1e-4, atol=1e-5)
+
+
 # The model is Meta-BN's (test_metabn_layer.py builds it for every architecture); here one
 # step on the two small families, WRN and ResNet-9 (the 11M-parameter ResNets take ~15 s),
 # and every training mode.

@@ -19,8 +19,10 @@ parent only where the other one needs it:
   training mode (`episodic`: theta' is one inner SGD step on L_tr; `joint`: theta' = theta;
   `post_hoc`: a frozen vanilla backbone in eval mode, every pass with its running statistics).
 
-Meta-BN's options and defaults are `metabn`'s. With `bound=0` (no corrections) and
-`meta_test_weight=0` the loss is AugMix's loss, the same value on the same views (tested).
+Meta-BN's options and defaults are `metabn`'s (its control `meta_test_stats=own` normalises
+the views with their own batch's statistics instead, with no recording pass). With `bound=0`
+(no corrections) and `meta_test_weight=0` the loss is AugMix's loss, the same value, gradient
+and running statistics on the same views (tested).
 """
 
 from __future__ import annotations
