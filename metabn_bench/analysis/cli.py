@@ -79,7 +79,7 @@ def record(
 
 
 def diagnostics(
-    run_dir: Annotated[Path, typer.Argument(help="A finished metabn run directory.")],
+    run_dir: Annotated[Path, typer.Argument(help="A finished metabn or augmix_metabn run directory.")],
     corrupted: Annotated[Path, typer.Argument(help="A corrupted set with its clean images.")],
     severity: Annotated[int, typer.Option(help="Severity of the corrupted cells.")] = 3,
     n: Annotated[int, typer.Option("--n", help="Images per cell (the first N).")] = 500,

@@ -24,14 +24,15 @@ from metabn_bench.data.store import open_set
 from metabn_bench.device import resolve_device
 from metabn_bench.errors import UserError
 from metabn_bench.evaluation.trained import load_trained
+from metabn_bench.methods.metabn import is_meta_bn_method
 from metabn_bench.models.metabn import corrected_layers, feature_sizes, meta_bn_layers
 from metabn_bench.runs import is_finished, load_config
 
 
 def load_run(run_dir: Path, device: torch.device) -> tuple[Any, torch.nn.Module]:
     """(method, model in eval mode) of a finished metabn run."""
-    if load_config(run_dir).method != "metabn" or not is_finished(run_dir):
-        raise UserError(f"'{run_dir}' is not a finished metabn run")
+    if not is_meta_bn_method(load_config(run_dir).method) or not is_finished(run_dir):
+        raise UserError(f"'{run_dir}' is not a finished Meta-BN run (metabn or augmix_metabn)")
     run = load_trained(run_dir, device, channels_last=False)
     return run.method, run.model
 

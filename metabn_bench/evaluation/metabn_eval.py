@@ -10,13 +10,16 @@ pinned when a protocol is built); the protocols differ in what normalises:
 - `bn`: the test batch's statistics (Schneider et al., NeurIPS 2020);
 - `bn:prior=N`: N / (N + n) source + n / (N + n) test batch, for a test batch of n;
 - `tent`: the test batch's statistics, with the BN affine parameters adapted by entropy
-  minimisation (Wang et al., ICLR 2021); the auxiliary nets are not adapted.
+  minimisation (Wang et al., ICLR 2021); the auxiliary nets are not adapted;
+- `tent_aux`: the source statistics; Tent's entropy minimisation adapts the last layer of
+  every auxiliary net instead (and nothing else), so the corrections alone adapt.
 
 So under `bn` and `tent` the corrections still see the shift of the test images from the
 training distribution, which normalising with the batch's statistics removes from the features.
 With `stats_source=batch` z is the test batch's, so every protocol, `none` included, is
 transductive (a prediction depends on the other images of its batch); with `instance` only
-`bn` and `tent` are.
+`bn`, `tent` and `tent_aux` are (the last through the updates made on the earlier batches of
+its cell).
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ def pin_source_statistics(model: nn.Module) -> None:
 
 def normalisation_of(protocol: str, prior: float = 0.0) -> str:
     """What a protocol normalises Meta-BN's features with (see the module docstring)."""
-    if protocol == "none":
+    if protocol in ("none", "tent_aux"):
         return "source"
     if protocol == "bn" and prior > 0:
         return f"prior-mixed (N={prior:g}): N/(N+n) source + n/(N+n) test batch"
@@ -76,6 +79,16 @@ def row_fields(model: nn.Module, protocol: str, options: dict[str, Any],
                    "normalisation": normalisation_of(protocol, float(options.get("prior", 0.0))),
                    "stats_source": stats_source, "control": control or "none"},
     }
+
+
+def auxiliary_last_layers(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters of the last layer of every auxiliary net, each once (a shared
+    hypernetwork's appear once): what `tent_aux` adapts. Empty without auxiliary nets."""
+    seen: dict[int, nn.Parameter] = {}
+    for layer in corrected_layers(model):
+        for p in layer.aux.last_layer_parameters():
+            seen.setdefault(id(p), p)
+    return list(seen.values())
 
 
 def check_control(control: str) -> None:

@@ -7,6 +7,9 @@
 - `tent`: Tent (Wang et al., ICLR 2021): test-batch statistics, and one Adam step (lr 1e-3) per
   batch on the BatchNorm affine parameters to minimise the mean prediction entropy; the
   prediction is the forward pass before the update.
+- `tent_aux` (Meta-BN only): Tent's update on the last layer of every Meta-BN auxiliary net
+  instead of BN's affine parameters; the layers normalise with the source statistics, so the
+  corrections are the only thing that adapts (not applicable to a model without them).
 Every protocol is reset to the trained model before each (corruption, severity) cell.
 
 For Meta-BN the protocol sets what the layers normalise with, never the reference of the shift
@@ -143,37 +146,29 @@ class BNAdapt(Protocol):
         return {"prior": self.prior}
 
 
-@PROTOCOLS.register("tent")
-class Tent(Protocol):
-    """Entropy minimisation of BN affine parameters (Wang et al. 2021), one Adam step per batch."""
+class EntropyMinimisation(Protocol):
+    """Tent's update (Wang et al. 2021) on the parameters a subclass chooses: per test batch,
+    `steps` Adam steps (lr 1e-3, betas 0.9/0.999, no weight decay) minimising the mean
+    prediction entropy; the prediction is the forward pass before the (last) update. Model and
+    optimiser return to their snapshot at every reset."""
 
-    name = "tent"
     default_batch_size = 200
 
     def __init__(self, model: nn.Module, forward: Forward, lr: float = 1e-3, steps: int = 1) -> None:
         super().__init__(model, forward)
         self.lr, self.steps = float(lr), int(steps)
-        self.layers = require_bn_layers(self.name, model)
+        params = self.adapted_parameters(model)  # first: it may find nothing to adapt
         for p in model.parameters():
             p.requires_grad_(False)
-        params = []
-        for m in self.layers:
-            m.train()  # batch statistics (with gradients through them), as in Tent
-            m.momentum = 0.0  # ... without changing the stored running statistics
-            if m.affine:
-                m.weight.requires_grad_(True)
-                m.bias.requires_grad_(True)
-                params += [m.weight, m.bias]
-        # A norm layer whose per-channel affine lives around its BatchNorm2d (BGN: a per-group
-        # BatchNorm without affine) exposes it through `affine_parameters()`: Tent adapts it too.
-        for m in model.modules():
-            if hasattr(m, "affine_parameters"):
-                for p in m.affine_parameters():
-                    p.requires_grad_(True)
-                    params.append(p)
+        for p in params:
+            p.requires_grad_(True)
         self.optimizer = torch.optim.Adam(params, lr=self.lr, betas=(0.9, 0.999), weight_decay=0.0)
         self.snapshot = copy.deepcopy(model.state_dict())
         self.opt_snapshot = copy.deepcopy(self.optimizer.state_dict())
+
+    def adapted_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        """The parameters to adapt (each once); puts the layers in their test-time mode."""
+        raise NotImplementedError
 
     def reset(self) -> None:
         super().reset()
@@ -193,6 +188,53 @@ class Tent(Protocol):
 
     def describe(self) -> dict[str, Any]:
         return {"lr": self.lr, "steps": self.steps, "optimizer": "Adam(0.9, 0.999)"}
+
+
+@PROTOCOLS.register("tent")
+class Tent(EntropyMinimisation):
+    """Entropy minimisation of BN affine parameters (Wang et al. 2021), one Adam step per batch."""
+
+    name = "tent"
+
+    def adapted_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        """BN's gamma and beta, the layers normalising with test-batch statistics."""
+        self.layers = require_bn_layers(self.name, model)
+        params = []
+        for m in self.layers:
+            m.train()  # batch statistics (with gradients through them), as in Tent
+            m.momentum = 0.0  # ... without changing the stored running statistics
+            if m.affine:
+                params += [m.weight, m.bias]
+        # A norm layer whose per-channel affine lives around its BatchNorm2d (BGN: a per-group
+        # BatchNorm without affine) exposes it through `affine_parameters()`: Tent adapts it too.
+        for m in model.modules():
+            if hasattr(m, "affine_parameters"):
+                params += list(m.affine_parameters())
+        return params
+
+
+@PROTOCOLS.register("tent_aux")
+class TentAux(EntropyMinimisation):
+    """Meta-BN only: Tent (Wang et al. 2021) on the auxiliary nets' last layers, source stats.
+
+    The model is otherwise as trained: the layers normalise with the source statistics, BN's
+    gamma and beta and the rest of the auxiliary nets stay fixed, so the corrections alone adapt.
+    """
+
+    name = "tent_aux"
+
+    def adapted_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        """The last layer of every auxiliary net (a shared hypernetwork's once); the layers
+        stay in eval mode: they normalise with the source statistics, which stay as trained."""
+        params = metabn_eval.auxiliary_last_layers(model)
+        if not params:
+            raise NotApplicableError(f"protocol '{self.name}' is not applicable to this model: "
+                                     "it has no Meta-BN auxiliary nets to adapt; evaluate it "
+                                     "with 'none' or 'tent'")
+        return params
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "params": "auxiliary nets' last layers"}
 
 
 def split_specs(text: str) -> tuple[str, ...]:

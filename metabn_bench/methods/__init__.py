@@ -21,6 +21,7 @@ from metabn_bench.methods import crossnorm  # noqa: F401
 from metabn_bench.methods import cnsn  # noqa: F401
 from metabn_bench.methods import splitbn  # noqa: F401
 from metabn_bench.methods import metabn  # noqa: F401
+from metabn_bench.methods import augmix_metabn  # noqa: F401
 from metabn_bench.methods import gn  # noqa: F401
 from metabn_bench.methods import ibn  # noqa: F401
 from metabn_bench.methods import bgn  # noqa: F401

@@ -72,8 +72,9 @@ META_TEST_STATS = ("meta_train", "own")  # what the meta-test pass is normalised
 
 
 @dataclass(frozen=True)
-class MetaBNHparams:
-    """Meta-BN options (defaults: the reconstruction described in the README)."""
+class MetaBNCommonHparams:
+    """Meta-BN's options apart from its shift proxy (shared with augmix_metabn, whose
+    meta-test views are AugMix's)."""
 
     aux_net: str = "se_mlp"  # se_mlp | per_channel | shared
     aux_reduction: int = 16  # se_mlp hidden width = max(channels / reduction, aux_min_hidden)
@@ -82,8 +83,6 @@ class MetaBNHparams:
     stats_source: str = "instance"  # instance (per sample) | batch (transductive)
     bound: float = 0.5  # |dg|, |db| < bound (bound * tanh); 0 switches the corrections off
     training_mode: str = "episodic"  # episodic | joint | post_hoc
-    proxy: str = "augmix"  # augmix | validation_corruptions (the 4 extra corruptions) | clean
-    proxy_severity: int = 3  # AugMix operation severity
     meta_test_gradient: str = "straight_through"  # straight_through | detached (README)
     meta_train_weight: float = 1.0  # w_tr of the loss
     meta_test_weight: float = 1.0  # w_te of the loss
@@ -92,6 +91,20 @@ class MetaBNHparams:
     meta_test_stats: str = "meta_train"  # meta-test normalised with: meta_train (replayed) | own
     backbone_run: str = ""  # post_hoc: a finished vanilla run dir; empty = train one first
     backbone_epochs: int = 0  # post_hoc, self-trained backbone: its epochs (0 = `epochs`)
+
+
+@dataclass(frozen=True)
+class MetaBNHparams(MetaBNCommonHparams):
+    """Meta-BN options (defaults: the reconstruction described in the README)."""
+
+    proxy: str = "augmix"  # augmix | validation_corruptions (the 4 extra corruptions) | clean
+    proxy_severity: int = 3  # AugMix operation severity
+
+
+def is_meta_bn_method(name: str) -> bool:
+    """Whether the registered method `name` trains Meta-BN (metabn, and methods built on it
+    such as augmix_metabn)."""
+    return name in METHODS and issubclass(METHODS.get(name), MetaBN)
 
 
 def _choice(key: str, value: str, valid: tuple[str, ...] | list[str]) -> None:
@@ -114,7 +127,6 @@ class MetaBN(Method[MetaBNHparams]):
         _choice("placement", hp.placement, list(PLACEMENTS))
         _choice("stats_source", hp.stats_source, STATS_SOURCES)
         _choice("training_mode", hp.training_mode, TRAINING_MODES)
-        _choice("proxy", hp.proxy, PROXIES)
         _choice("meta_test_gradient", hp.meta_test_gradient, REPLAY_GRADIENTS)
         _choice("replay_weights", hp.replay_weights, REPLAY_WEIGHTS)
         _choice("meta_test_stats", hp.meta_test_stats, META_TEST_STATS)
@@ -122,16 +134,22 @@ class MetaBN(Method[MetaBNHparams]):
                 or hp.inner_lr_scale < 0 or hp.backbone_epochs < 0:
             raise UserError("hparams bound, meta_train_weight, meta_test_weight, inner_lr_scale "
                             "and backbone_epochs must be >= 0")
-        if hp.aux_reduction < 1 or hp.aux_min_hidden < 1 or not 1 <= hp.proxy_severity <= 10:
-            raise UserError("hparams aux_reduction and aux_min_hidden must be >= 1 and "
-                            "proxy_severity in 1..10")
+        if hp.aux_reduction < 1 or hp.aux_min_hidden < 1:
+            raise UserError("hparams aux_reduction and aux_min_hidden must be >= 1")
         if hp.backbone_run and hp.training_mode != "post_hoc":
             raise UserError("hparams.backbone_run is for training_mode=post_hoc only")
         if hp.meta_test_stats == "own" and hp.training_mode == "post_hoc":
             raise UserError("hparams.meta_test_stats=own is for training_mode episodic or joint; "
                             "post_hoc normalises both views with the frozen running statistics")
-        check_proxy(hp.proxy)
         self._proxy: Proxy | None = None
+        self.check_meta_test_view()
+
+    def check_meta_test_view(self) -> None:
+        """A UserError unless the options that make the meta-test view are valid here."""
+        _choice("proxy", self.hp.proxy, PROXIES)
+        if not 1 <= self.hp.proxy_severity <= 10:
+            raise UserError("hparams.proxy_severity must be in 1..10")
+        check_proxy(self.hp.proxy)
 
     # -- model ---------------------------------------------------------------------------------
     def norm_layer(self) -> NormFactory:
@@ -179,54 +197,76 @@ class MetaBN(Method[MetaBNHparams]):
     def parameter_groups(self, model: nn.Module) -> list[dict[str, Any]]:
         return [{"params": [p for p in model.parameters() if p.requires_grad]}]
 
+    def meta_test_view(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """The meta-test inputs (normalised) and their labels: the shift proxy of the batch."""
+        return self.normalize(self.proxy(batch.x)), batch.y
+
+    def meta_train_loss(self, model: nn.Module, batch: Batch) -> StepResult:
+        """The meta-train pass: CE of the crop + flip view (whose batch statistics are the
+        ones the meta-test pass replays)."""
+        logits = model(self.normalize(batch.x))
+        return StepResult(F.cross_entropy(logits, batch.y), logits)
+
+    # Whether the meta-train pass's own batch statistics are the ones the meta-test pass is
+    # normalised with; False: a pass of the clean view records them (recording_statistics).
+    meta_train_records_reference = True
+
+    def record_reference(self, model: nn.Module, batch: Batch,
+                         weights: Mapping[str, Tensor]) -> None:
+        """Record the clean view's batch statistics for the meta-test pass under `weights`
+        (parameter name -> value; empty: the current ones), without gradient and without
+        touching the running statistics."""
+        with torch.no_grad(), recording_statistics(model), parameters_replaced(model, weights):
+            model(self.normalize(batch.x))
+
     def training_step(self, model: nn.Module, batch: Batch) -> StepResult:
         """One Meta-BN step in the configured training mode."""
         hp = self.hp
-        x_train = self.normalize(batch.x)
-        x_test = self.normalize(self.proxy(batch.x))
+        x_test, y_test = self.meta_test_view(batch)
         if hp.training_mode == "post_hoc":
             model.eval()  # frozen backbone: running statistics, no updates
-            logits = model(x_train)
-            loss_train = F.cross_entropy(logits, batch.y)
-            logits_test = model(x_test)
-            loss_test = F.cross_entropy(logits_test, batch.y)
-            loss = hp.meta_train_weight * loss_train + hp.meta_test_weight * loss_test
+            train = self.meta_train_loss(model, batch)
+            loss_test = F.cross_entropy(model(x_test), y_test)
+            loss = hp.meta_train_weight * train.loss + hp.meta_test_weight * loss_test
         elif hp.training_mode == "joint":
-            logits = model(x_train)
-            loss_train = F.cross_entropy(logits, batch.y)
+            train = self.meta_train_loss(model, batch)
+            if not self.meta_train_records_reference and hp.meta_test_stats == "meta_train":
+                self.record_reference(model, batch, {})
             with self._meta_test_normalisation(model):
                 logits_test = model(x_test)
-            loss_test = F.cross_entropy(logits_test, batch.y)
-            loss = hp.meta_train_weight * loss_train + hp.meta_test_weight * loss_test
+            loss_test = F.cross_entropy(logits_test, y_test)
+            loss = hp.meta_train_weight * train.loss + hp.meta_test_weight * loss_test
         else:
-            logits, loss_train, loss_test, loss = self._episode(model, x_train, x_test, batch)
-        return StepResult(loss, logits, {"loss_meta_train": float(loss_train.detach()),
-                                         "loss_meta_test": float(loss_test.detach()),
-                                         **correction_sizes(model)})
+            train, loss_test, loss = self._episode(model, x_test, y_test, batch)
+        return StepResult(loss, train.logits, {**train.logs,
+                                               "loss_meta_train": float(train.loss.detach()),
+                                               "loss_meta_test": float(loss_test.detach()),
+                                               **correction_sizes(model)})
 
-    def _episode(self, model: nn.Module, x_train: Tensor, x_test: Tensor,
-                 batch: Batch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """First-order MLDG: (meta-train logits, L_tr, L_te, the loss to minimise)."""
+    def _episode(self, model: nn.Module, x_test: Tensor, y_test: Tensor,
+                 batch: Batch) -> tuple[StepResult, Tensor, Tensor]:
+        """First-order MLDG: (the meta-train pass, L_te, the loss to minimise)."""
         hp = self.hp
-        logits = model(x_train)  # batch statistics; updates running stats; records them
-        loss_train = F.cross_entropy(logits, batch.y)
+        train = self.meta_train_loss(model, batch)  # batch statistics; updates running stats
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        grads = self._inner_gradients(loss_train, [p for _, p in named], batch)
+        grads = self._inner_gradients(train.loss, [p for _, p in named], batch)
         step = hp.inner_lr_scale * batch.lr
         fast = {n: p if g is None else p - step * g.detach() for (n, p), g in zip(named, grads)}
-        if hp.replay_weights == "theta_prime" and hp.meta_test_stats == "meta_train":
-            # The meta-train view's statistics under theta' (running statistics untouched).
-            with torch.no_grad(), recording_statistics(model), parameters_replaced(model, fast):
-                model(x_train)
+        if hp.meta_test_stats == "meta_train":
+            if hp.replay_weights == "theta_prime":
+                # The meta-train view's statistics under theta' (running statistics untouched).
+                self.record_reference(model, batch, fast)
+            elif not self.meta_train_records_reference:
+                self.record_reference(model, batch, {})
         with self._meta_test_normalisation(model), parameters_replaced(model, fast):
             logits_test = model(x_test)
-        loss_test = F.cross_entropy(logits_test, batch.y)
+        loss_test = F.cross_entropy(logits_test, y_test)
         # d/dtheta of L_tr is already in `grads`: a surrogate with that gradient and value 0
         # adds it without a second backward pass through the meta-train graph.
         surrogate = sum((p * g.detach()).sum() for (_, p), g in zip(named, grads) if g is not None)
-        train_term = loss_train.detach() + surrogate - surrogate.detach()
+        train_term = train.loss.detach() + surrogate - surrogate.detach()
         loss = hp.meta_train_weight * train_term + hp.meta_test_weight * loss_test
-        return logits, loss_train, loss_test, loss
+        return train, loss_test, loss
 
     def _meta_test_normalisation(self, model: nn.Module) -> contextlib.AbstractContextManager[None]:
         """What the meta-test pass normalises with: the replayed meta-train statistics, or

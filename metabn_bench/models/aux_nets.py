@@ -51,6 +51,10 @@ class _ZeroOutputMLP(nn.Module):
         nn.init.zeros_(self.fc2.weight)
         nn.init.zeros_(self.fc2.bias)
 
+    def last_layer_parameters(self) -> list[nn.Parameter]:
+        """The output layer's weight and bias (what test-time entropy adaptation updates)."""
+        return [self.fc2.weight, self.fc2.bias]
+
     def forward(self, z: Tensor) -> Tensor:
         return self.fc2(F.relu(self.fc1(z)))
 
@@ -80,6 +84,10 @@ class PerChannelAux(nn.Module):
             self.w2.zero_()
             self.b2.zero_()
 
+    def last_layer_parameters(self) -> list[nn.Parameter]:
+        """Every channel's output-layer weight and bias."""
+        return [self.w2, self.b2]
+
     def forward(self, z: Tensor) -> Tensor:
         h = F.relu(torch.einsum("nci,cki->nck", _pairs(z), self.w1) + self.b1)
         return _unpairs(torch.einsum("nck,cjk->ncj", h, self.w2) + self.b2)
@@ -103,6 +111,10 @@ class SharedAux(nn.Module):
     def reset_last_layer(self) -> None:
         """Zero the shared output layer (corrections start at exactly zero)."""
         self.hypernet.reset_last_layer()
+
+    def last_layer_parameters(self) -> list[nn.Parameter]:
+        """The shared hypernetwork's output layer (the same parameters in every layer)."""
+        return self.hypernet.last_layer_parameters()
 
     def forward(self, z: Tensor) -> Tensor:
         pairs = _pairs(z)
