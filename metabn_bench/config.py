@@ -287,7 +287,8 @@ def replace(cfg: T, **changes: Any) -> T:
 _NOT_IDENTITY = ("device",)
 # Keys added after runs were published, with the value every earlier run had: at that value
 # they stay out of the hash, so earlier run directories and committed results keep their names.
-_ADDED_KEYS = {("optim", "warmup_epochs"): 0.0}
+_ADDED_KEYS = {("optim", "warmup_epochs"): 0.0,
+               ("hparams", "meta_test_stats"): "meta_train"}  # Meta-BN's, a training control
 
 
 def identity(cfg: TrainConfig) -> dict[str, Any]:

@@ -35,7 +35,9 @@ def test_help_for_every_command(runner: CliRunner, command: str) -> None:
 
 
 @pytest.mark.parametrize(("sub", "options"), [
-    ("ablation", ["--corrupted", "--out", "--note", "--diagnostics"]),
+    ("ablation", ["--corrupted", "--out", "--note", "--diagnostics", "--test-batch-size"]),
+    ("control", ["--work", "--corrupted", "--results", "--preset", "--set", "--hparam"]),
+    ("record", ["--results"]),
     ("diagnostics", ["--severity", "--n", "--device", "--json"])])
 def test_analysis_subcommands_keep_their_options(runner: CliRunner, sub: str, options: list[str]) -> None:
     text = _ok(runner, ["analysis", sub, "--help"])

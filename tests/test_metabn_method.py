@@ -276,7 +276,7 @@ def test_metabn_run_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_metabn_trains_and_evaluates_end_to_end(tmp_path: Path, corrupted_set: Path) -> None:
     cfg = tiny_train_config(method="metabn", data={"train_size": 64})
-    run = train(cfg, tmp_path / "run", progress=False).run_dir
+    run = train(cfg, tmp_path / "run-s0", progress=False).run_dir
     # (Tent and BN adaptation on Meta-BN layers are checked in test_metabn_layer.py.)
     rows = evaluate(run, corrupted_set, ("none", "bn"), batch_size=20, progress=False)
     assert {r["protocol"] for r in rows} == {"none", "bn"}
@@ -288,23 +288,24 @@ def test_metabn_trains_and_evaluates_end_to_end(tmp_path: Path, corrupted_set: P
     assert set(report["errors"]) == {"clean", *open_set(corrupted_set).corruptions}
     diag_file = tmp_path / "diagnosis.json"
     diag_file.write_text(json.dumps(report))
-    out = write_ablation([run], corrupted_set, tmp_path / "ablation", "t", {"recipe": "tiny"},
-                         [diag_file])
+    out = write_ablation([run], tmp_path / "ablation", "t", {"recipe": "tiny"}, [diag_file],
+                         corrupted_set)
     summary = json.loads((out / "summary.json").read_text())
     assert {(r["method"], r["protocol"]) for r in summary["rows"]} == {
-        ("metabn[run]", "none"), ("metabn[run]", "bn")}
-    assert summary["provenance"]["variants"] == {"metabn[run]": {}}
+        ("run", "none"), ("run", "bn")}
+    assert summary["provenance"]["variants"]["run"]["options"] == {}
     for seed in (0, 1):  # two seeds of a post_hoc variant, each on its own backbone
         copy = tmp_path / f"ph-s{seed}"
         shutil.copytree(run, copy)
         cfg = json.loads((copy / "config.json").read_text())
         cfg["hparams"].update(training_mode="post_hoc", backbone_run=f"/runs/vanilla-s{seed}")
+        cfg["seed"] = seed
         (copy / "config.json").write_text(json.dumps(cfg))
-    seeds_out = write_ablation([tmp_path / "ph-s0", tmp_path / "ph-s1"], corrupted_set,
-                               tmp_path / "ablation2", "t", {}, [])
-    assert json.loads((seeds_out / "summary.json").read_text())["provenance"]["variants"] == {
-        "metabn[ph]": {"training_mode": "post_hoc", "backbone_run": "(one per seed)"}}
-    assert "corrections on vs switched off" in (out / "report.md").read_text()
+    seeds_out = write_ablation([tmp_path / "ph-s0", tmp_path / "ph-s1"], tmp_path / "ablation2",
+                               "t", {}, [], corrupted_set)
+    assert json.loads((seeds_out / "table.json").read_text())["provenance"]["variants"]["ph"][
+        "options"] == {"training_mode": "post_hoc", "backbone_run": "(one per seed)"}
+    assert "corrections on vs switched off" in (out / "table.md").read_text()
     for row in rows:  # with the corrections on, the diagnosis sees what evaluation saw
         if row["protocol"] == "none" and row["severity"] in (0, 5):
             assert report["errors"][row["corruption"]]["corrections_on"] == pytest.approx(

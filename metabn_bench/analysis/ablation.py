@@ -1,73 +1,58 @@
-"""The Meta-BN ablation table: runs of several `metabn` variants (and vanilla) in one report.
+"""The Meta-BN ablation: runs of several variants (and the suite's main rows) in one table.
 
-Every `metabn` run is reported as `metabn[<variant>]`, the variant being the run directory's
-name without its `-s<seed>` suffix, so that seeds of one variant aggregate and variants stay
-apart (the generic report groups by method name only). The report lists each variant's
-options that differ from the defaults, and optionally the test-time contribution of the
-auxiliary nets (errors with corrections on and off, from `metabn-bench analysis diagnostics --json` files).
+Input: run directories or run records (`<method>-s<seed>-<hash>` from a suite,
+`<variant>-s<seed>` from `analysis control`), or folders of them (`run_records/`). Seeds of
+a variant are grouped and variants kept apart (`ablation_runs.py`); every row must share one
+recipe. Output in `out`:
+- table.md and table.json (with provenance): per variant and protocol, clean error, mCE and
+  Δ mCE against metabn, augmix and vanilla with two-stage (seeds, then images) intervals and
+  per-seed deltas; the evaluation-only controls on a variant's runs are rows of their own
+  (`ablation_table.py`);
+- cells.csv, summary.json and report.md: the generic report over the same rows (every view,
+  per corruption), rows named by variant;
+- optionally the test-time contribution of the auxiliary nets (errors with corrections on and
+  off, from `metabn-bench analysis diagnostics --json` files).
 
-    metabn-bench analysis ablation RUN_DIR... --corrupted DIR --out DIR [--title T]
+    metabn-bench analysis ablation PATH... --out DIR [--corrupted DIR] [--title T]
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
 from metabn_bench import fsio, provenance
+from metabn_bench.analysis import ablation_table
+from metabn_bench.analysis.ablation_runs import AblationRun, load_runs, options, recipe
 from metabn_bench.data import per_image
 from metabn_bench.data.store import open_set
-from metabn_bench.errors import UserError
-from metabn_bench.methods.metabn import MetaBN
-from metabn_bench.reporting.report import build_report, collect, markdown_report
-from metabn_bench.runs import load_config
+from metabn_bench.reporting import hierarchical
+from metabn_bench.reporting.report import build_report, markdown_report
+from metabn_bench.reporting.stats import LEVEL, RESAMPLES, SEED
+from metabn_bench.runs import ENV
 
-SEED_SUFFIX = re.compile(r"-s\d+$")
-# Options that name another run of the same seed (post_hoc's backbone): they differ between
-# the seeds of one variant by design.
-PER_SEED_OPTIONS = ("backbone_run",)
+TABLE_SCHEMA = "metabn-bench ablation table v1"
 
 
-def variant_name(run_dir: Path) -> str:
-    """'joint-s1' -> 'joint'."""
-    return SEED_SUFFIX.sub("", run_dir.name)
+def _commit(run: AblationRun) -> str:
+    try:
+        return str(json.loads((run.path / ENV).read_text()).get("commit", "?"))
+    except (OSError, ValueError):
+        return "?"
 
 
-def changed_options(run_dir: Path) -> dict[str, Any]:
-    """The run's hparams that differ from the method's defaults."""
-    cfg = load_config(run_dir)
-    if cfg.method != "metabn":
-        return {}
-    defaults = MetaBN.default_hparams()
-    return {k: v for k, v in cfg.hparams.items() if defaults.get(k) != v}
-
-
-def ablation_rows(run_dirs: list[Path], set_id: str
-                  ) -> tuple[list[dict[str, Any]], dict[str, Any], per_image.PerImage]:
-    """Cell rows of the runs on one corrupted set, methods renamed per variant; the variants;
-    and the per-image vectors (for paired intervals; keyed by run, not by method name)."""
-    rows: list[dict[str, Any]] = []
-    variants: dict[str, dict[str, Any]] = {}
-    vectors: per_image.PerImage = {}
-    for run_dir in run_dirs:
-        label = load_config(run_dir).method
-        if label == "metabn":
-            label = f"metabn[{variant_name(run_dir)}]"
-        options = {k: "(one per seed)" if k in PER_SEED_OPTIONS else v
-                   for k, v in changed_options(run_dir).items()}
-        if variants.setdefault(label, options) != options:
-            raise UserError(f"runs named '{label}' have different options; rename one")
-        collected = collect([run_dir])
-        found = [r for r in collected.rows if r["set_id"] == set_id]
-        if not found:
-            raise UserError(f"run '{run_dir}' has no evaluation rows on set {set_id}")
-        rows += [{**r, "method": label} for r in found]
-        vectors.update(collected.vectors)
-    return rows, variants, vectors
+def variants(runs: list[AblationRun]) -> dict[str, dict[str, Any]]:
+    """Per variant: its method, the hparams that differ from the method's defaults, its runs."""
+    out: dict[str, dict[str, Any]] = {}
+    for run in sorted(runs, key=lambda r: (r.variant, r.seed)):
+        entry = out.setdefault(run.variant, {"method": run.config.method,
+                                             "options": options(run.config), "runs": {}})
+        entry["runs"][str(run.seed)] = {"run": run.name, "path": str(run.path),
+                                        "commit": _commit(run)}
+    return out
 
 
 def diagnostics_table(paths: list[Path]) -> str:
@@ -87,25 +72,54 @@ def diagnostics_table(paths: list[Path]) -> str:
                             "corruptions mean, on", "corruptions mean, off"], tablefmt="github")
 
 
-def write_ablation(run_dirs: list[Path], corrupted: Path, out: Path, title: str,
-                   notes: dict[str, Any], diagnostics: list[Path]) -> Path:
-    """summary.json, cells.csv and report.md of the ablation in `out`."""
-    cset = open_set(corrupted, verify=False)
-    rows, variants, vectors = ablation_rows(run_dirs, cset.set_id)
-    prov = {**provenance.environment("cpu"), "data_source": cset.source,
-            "corrupted_set": f"{corrupted} (set {cset.set_id}, {cset.n} images)",
-            "runs": [str(p) for p in run_dirs], "variants": variants, **notes}
-    report = build_report(rows, prov, vectors=vectors)
+def _provenance(runs: list[AblationRun], cells: Any, notes: dict[str, Any]) -> dict[str, Any]:
+    sizes = {spec: int(g["test_batch_size"].iloc[0]) for spec, g in cells.groupby("protocol")}
+    return {**provenance.environment("cpu"),
+            "data_source": sorted(set(cells["data_source"])) if "data_source" in cells else [],
+            "corrupted_set": str(cells["set_id"].iloc[0]),
+            "images_per_cell": sorted({int(n) for n in cells["n"]}),
+            "test_batch_size": sizes, "recipe": recipe(runs[0].config),
+            "variants": variants(runs), **notes}
+
+
+def write_ablation(paths: list[Path], out: Path, title: str, notes: dict[str, Any],
+                   diagnostics: list[Path], corrupted: Path | None = None,
+                   test_batch_size: int = 0) -> Path:
+    """table.md, table.json, cells.csv, summary.json and report.md of the ablation in `out`."""
+    runs = load_runs(paths)
+    set_id = open_set(corrupted, verify=False).set_id if corrupted is not None else None
+    cells = ablation_table.select_cells(runs, set_id, test_batch_size)
+    vectors: per_image.PerImage = {k: v for run in runs for k, v in run.vectors.items()}
+    rows = ablation_table.table_rows(cells, vectors)
+    prov = _provenance(runs, cells, notes)
     out.mkdir(parents=True, exist_ok=True)
-    fsio.write_text(out / "cells.csv", report.frame.to_csv(index=False))
-    fsio.write_json(out / "summary.json", report.summary)
-    text = markdown_report(report, title)
-    variant_lines = [[name, ", ".join(f"{k}={v}" for k, v in opts.items()) or "(defaults)"]
-                     for name, opts in variants.items()]
-    text += "\n## Variants (options that differ from the defaults)\n\n"
-    text += tabulate(variant_lines, ["row", "options"], tablefmt="github") + "\n"
+    fsio.write_json(out / "table.json", {
+        "schema": TABLE_SCHEMA, "title": title, "provenance": prov,
+        "statistics": hierarchical.describe(RESAMPLES, LEVEL, SEED),
+        "mce": "unnormalised mean top-1 error (%) over the 15 common corruptions x 5 severities",
+        "rows": ablation_table.rows_json(rows)})
+    option_lines = [[name, v["method"], ", ".join(f"{k}={o}" for k, o in v["options"].items())
+                     or "(defaults)", ", ".join(sorted(v["runs"], key=int))]
+                    for name, v in prov["variants"].items()]
+    text = (f"# {title}\n\nData: {'; '.join(prov['data_source'])}. Corrupted set "
+            f"{prov['corrupted_set']}, {'/'.join(map(str, prov['images_per_cell']))} images per "
+            f"cell; test batch sizes {prov['test_batch_size']}. Errors in %; mCE is the "
+            "unnormalised mean over 15 corruptions x 5 severities; clean error and mCE are mean "
+            "± std over seeds. Δ mCE = row - reference under the same protocol (a control row: "
+            "against the run without the control), with a two-stage bootstrap interval (seeds, "
+            "then test images; with 2 or 3 seeds the seed stage underestimates seed variance) "
+            "and the per-seed deltas.\n\n"
+            + ablation_table.markdown_tables(rows)
+            + "\n## Variants (options that differ from the method's defaults)\n\n"
+            + tabulate(option_lines, ["variant", "method", "options", "seeds"], tablefmt="github")
+            + "\n")
     if diagnostics:
         text += ("\n## Test-time contribution of the auxiliary nets (top-1 error %, "
                  "corrections on vs switched off)\n\n" + diagnostics_table(diagnostics) + "\n")
-    fsio.write_text(out / "report.md", text)
+    fsio.write_text(out / "table.md", text)
+    # The generic report over the same rows: every view, per corruption, rows named by variant.
+    report = build_report(cells.to_dict("records"), prov, vectors=vectors)
+    fsio.write_text(out / "cells.csv", report.frame.to_csv(index=False))
+    fsio.write_json(out / "summary.json", report.summary)
+    fsio.write_text(out / "report.md", markdown_report(report, title))
     return out

@@ -21,6 +21,17 @@ and beta per sample from the sample's statistics. Training modes:
 - `joint`: the same two passes and statistics, without the inner step.
 - `post_hoc`: a trained vanilla backbone and its BN statistics are frozen; only the auxiliary
   nets learn, on clean and proxy views normalised with the running statistics.
+
+`meta_test_stats=own` (a control) normalises the meta-test pass with its own batch's statistics,
+as BatchNorm does in training (gradient through them; running statistics still from the
+meta-train pass only), instead of the replayed meta-train statistics: the shift then does not
+survive normalisation. With `bound=0` and `training_mode=joint` this is "the same loss with
+plain BN": cross-entropy on the clean view plus cross-entropy on the shift-proxy view, each
+batch normalised with its own statistics, as AugMix views alone give it. What still differs
+from a plain-BN network trained on both views: the running statistics come from the clean view
+only, and the auxiliary nets exist (their output is exactly zero, they receive no gradient, and
+weight decay only shrinks them). `bound=0` alone is not that control: its meta-test pass is
+normalised with the meta-train statistics (and, in `episodic`, taken after the inner step).
 """
 
 from __future__ import annotations
@@ -57,6 +68,7 @@ from metabn_bench.models.norms import NormFactory, make_norm
 
 TRAINING_MODES = ("episodic", "joint", "post_hoc")
 REPLAY_WEIGHTS = ("theta_prime", "theta")  # the weights the replayed statistics are taken under
+META_TEST_STATS = ("meta_train", "own")  # what the meta-test pass is normalised with
 
 
 @dataclass(frozen=True)
@@ -70,13 +82,14 @@ class MetaBNHparams:
     stats_source: str = "instance"  # instance (per sample) | batch (transductive)
     bound: float = 0.5  # |dg|, |db| < bound (bound * tanh); 0 switches the corrections off
     training_mode: str = "episodic"  # episodic | joint | post_hoc
-    proxy: str = "augmix"  # augmix | validation_corruptions (uses the 4 extra corruptions)
+    proxy: str = "augmix"  # augmix | validation_corruptions (the 4 extra corruptions) | clean
     proxy_severity: int = 3  # AugMix operation severity
     meta_test_gradient: str = "straight_through"  # straight_through | detached (README)
     meta_train_weight: float = 1.0  # w_tr of the loss
     meta_test_weight: float = 1.0  # w_te of the loss
     inner_lr_scale: float = 1.0  # episodic inner step size, times the current learning rate
     replay_weights: str = "theta_prime"  # episodic: meta-train statistics under theta' | theta
+    meta_test_stats: str = "meta_train"  # meta-test normalised with: meta_train (replayed) | own
     backbone_run: str = ""  # post_hoc: a finished vanilla run dir; empty = train one first
     backbone_epochs: int = 0  # post_hoc, self-trained backbone: its epochs (0 = `epochs`)
 
@@ -104,6 +117,7 @@ class MetaBN(Method[MetaBNHparams]):
         _choice("proxy", hp.proxy, PROXIES)
         _choice("meta_test_gradient", hp.meta_test_gradient, REPLAY_GRADIENTS)
         _choice("replay_weights", hp.replay_weights, REPLAY_WEIGHTS)
+        _choice("meta_test_stats", hp.meta_test_stats, META_TEST_STATS)
         if hp.bound < 0 or hp.meta_train_weight < 0 or hp.meta_test_weight < 0 \
                 or hp.inner_lr_scale < 0 or hp.backbone_epochs < 0:
             raise UserError("hparams bound, meta_train_weight, meta_test_weight, inner_lr_scale "
@@ -113,6 +127,9 @@ class MetaBN(Method[MetaBNHparams]):
                             "proxy_severity in 1..10")
         if hp.backbone_run and hp.training_mode != "post_hoc":
             raise UserError("hparams.backbone_run is for training_mode=post_hoc only")
+        if hp.meta_test_stats == "own" and hp.training_mode == "post_hoc":
+            raise UserError("hparams.meta_test_stats=own is for training_mode episodic or joint; "
+                            "post_hoc normalises both views with the frozen running statistics")
         check_proxy(hp.proxy)
         self._proxy: Proxy | None = None
 
@@ -177,7 +194,7 @@ class MetaBN(Method[MetaBNHparams]):
         elif hp.training_mode == "joint":
             logits = model(x_train)
             loss_train = F.cross_entropy(logits, batch.y)
-            with meta_test_statistics(model, hp.meta_test_gradient):
+            with self._meta_test_normalisation(model):
                 logits_test = model(x_test)
             loss_test = F.cross_entropy(logits_test, batch.y)
             loss = hp.meta_train_weight * loss_train + hp.meta_test_weight * loss_test
@@ -197,12 +214,11 @@ class MetaBN(Method[MetaBNHparams]):
         grads = self._inner_gradients(loss_train, [p for _, p in named], batch)
         step = hp.inner_lr_scale * batch.lr
         fast = {n: p if g is None else p - step * g.detach() for (n, p), g in zip(named, grads)}
-        if hp.replay_weights == "theta_prime":
+        if hp.replay_weights == "theta_prime" and hp.meta_test_stats == "meta_train":
             # The meta-train view's statistics under theta' (running statistics untouched).
             with torch.no_grad(), recording_statistics(model), parameters_replaced(model, fast):
                 model(x_train)
-        with meta_test_statistics(model, hp.meta_test_gradient), \
-                parameters_replaced(model, fast):
+        with self._meta_test_normalisation(model), parameters_replaced(model, fast):
             logits_test = model(x_test)
         loss_test = F.cross_entropy(logits_test, batch.y)
         # d/dtheta of L_tr is already in `grads`: a surrogate with that gradient and value 0
@@ -211,6 +227,13 @@ class MetaBN(Method[MetaBNHparams]):
         train_term = loss_train.detach() + surrogate - surrogate.detach()
         loss = hp.meta_train_weight * train_term + hp.meta_test_weight * loss_test
         return logits, loss_train, loss_test, loss
+
+    def _meta_test_normalisation(self, model: nn.Module) -> contextlib.AbstractContextManager[None]:
+        """What the meta-test pass normalises with: the replayed meta-train statistics, or
+        (meta_test_stats=own) its own batch's, running statistics left alone in both."""
+        if self.hp.meta_test_stats == "own":
+            return recording_statistics(model)  # a training-mode pass that updates nothing
+        return meta_test_statistics(model, self.hp.meta_test_gradient)
 
     @staticmethod
     def _inner_gradients(loss: Tensor, params: list[nn.Parameter],

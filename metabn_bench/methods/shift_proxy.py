@@ -5,6 +5,8 @@
 - `validation_corruptions`: the 4 extra corruptions of Hendrycks & Dietterich (ICLR 2019;
   speckle_noise, gaussian_blur, spatter, saturate), one random (corruption, severity) per
   batch. They are the benchmark's validation corruptions; results trained with them must say so.
+- `clean`: no shift proxy, a control: the meta-test view is the meta-train view itself, so the
+  Meta-BN layers and their auxiliary nets are trained on clean data only.
 
 Randomness comes from torch's global generator, which the training loop seeds per
 (seed, epoch), so a resumed run draws the same views.
@@ -23,7 +25,7 @@ from metabn_bench.corruptions.ops import CORRUPTIONS
 from metabn_bench.corruptions.rng import ImageRandom
 from metabn_bench.errors import UserError
 
-PROXIES = ("augmix", "validation_corruptions")
+PROXIES = ("augmix", "validation_corruptions", "clean")
 Proxy = Callable[[Tensor], Tensor]  # [0, 1] NCHW -> [0, 1] NCHW of the same shape
 
 
@@ -88,9 +90,15 @@ def _validation_corruption_proxy() -> Proxy:
     return proxy
 
 
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
 def make_proxy(name: str, severity: int = 3) -> Proxy:
     """The proxy `name`; `severity` is AugMix's operation severity (1..10)."""
     check_proxy(name)
+    if name == "clean":
+        return _identity
     if name == "augmix":
         return _augmix_proxy(severity)
     return _validation_corruption_proxy()
