@@ -104,8 +104,10 @@ def test_check_reports_moved_numbers_with_exit_1(runner: CliRunner, tmp_path: Pa
 def test_run_preset_end_to_end(runner: CliRunner, tmp_path: Path) -> None:
     out = _ok(runner, ["run", "--preset", "smoke", "--out", str(tmp_path / "res"),
                        "--work", str(tmp_path / "work"), "--device", "cpu", "--no-progress",
-                       "--set", "train.epochs=1", "--set", "train.data.train_size=256",
-                       "--set", "corrupt.n_test=20", "--set", "eval.protocols=[none]"])
+                       "--set", "train.epochs=1", "--set", "train.data.train_size=128",
+                       "--set", "corrupt.n_test=20", "--set", "eval.protocols=[none]",
+                       # two corruptions: the whole list runs in the gate's smoke suite
+                       "--set", "corrupt.corruptions=[gaussian_noise,contrast]"])
     assert "| vanilla" in out
     smoke = preset_dict("smoke")["methods"]
     assert all(f"| {name} " in out for name in smoke)  # every method of the preset ran

@@ -40,6 +40,7 @@ from metabn_bench.gate.exact import (
 )
 from metabn_bench.gate.noise import SEED_VARIANTS, VARIANTS
 from metabn_bench.gate.regressions import REGRESSIONS, anchor_count
+from metabn_bench.suite.records import RECORDS_DIR
 from metabn_bench.suite.runner import SuiteResult
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,6 +80,7 @@ def test_smoke_suite_is_within_the_measured_noise(smoke_rerun: SuiteResult) -> N
                        "--strict")
     assert code == 0, f"the smoke numbers left their bands; if intended, run `make baseline`:\n{out}"
     assert "(statistical tier)" in out
+    assert not (smoke_rerun.results_dir / RECORDS_DIR).exists()
 
 
 def test_the_committed_baseline_is_complete() -> None:
@@ -139,6 +141,7 @@ def test_update_baseline_reruns_from_scratch_and_replaces_the_results(tmp_path: 
                  f"{REFERENCE}/{TRAINING_FILE}", f"{REFERENCE}/{MODELS}/cutout/model.pt"):
         assert (target / name).is_file(), name
     assert "cam.png" in (target / "report.md").read_text()
+    assert not (target / RECORDS_DIR).exists()  # the baseline commits results, not run records
     # the exact tier recomputed from the new references equals itself within a fixed tolerance
     again = run_exact_tier(tmp_path / "again", target / REFERENCE, overrides=TINY)
     code, out = _check("--baseline", str(target), "--current", str(again), "--tolerance", "0")

@@ -88,16 +88,18 @@ def test_hparams_are_validated_with_the_valid_keys(name: str) -> None:
     assert make(name)[0].resolved_hparams() == defaults
 
 
-# Methods registered but in no preset yet: the smoke preset is the gate's, whose committed
-# baseline covers exactly its methods (regenerating it takes hours), and the other presets'
-# documented costs were measured without them.
-NOT_IN_PRESETS_YET = {"augmix_metabn", "gn", "ibn", "bgn", "iebn", "proxy_norm", "cbn", "mbn",
-                      "bn_embeddings"}
+# Methods registered but in no preset yet.
+NOT_IN_PRESETS_YET: set[str] = set()
+# Methods in every preset but the gate's: the smoke preset's committed baseline covers exactly
+# its methods, so these join it together with a regenerated baseline (`make baseline`).
+NOT_IN_SMOKE_YET = {"augmix_metabn", "gn", "ibn", "bgn", "iebn", "proxy_norm", "cbn", "mbn",
+                    "bn_embeddings"}
 
 
 @pytest.mark.parametrize("preset", preset_names())
 def test_every_preset_lists_every_method(preset: str) -> None:
-    expected = [name for name in METHODS.names() if name not in NOT_IN_PRESETS_YET]
+    left_out = NOT_IN_PRESETS_YET | (NOT_IN_SMOKE_YET if preset == "smoke" else set())
+    expected = [name for name in METHODS.names() if name not in left_out]
     assert list(preset_dict(preset)["methods"]) == expected
 
 

@@ -4,6 +4,7 @@ is rebuilt from the records alone."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -12,9 +13,10 @@ from typer.testing import CliRunner
 
 from metabn_bench.cli import app
 from metabn_bench.config import load_preset
+from metabn_bench.suite.jobs import read_plan
 from metabn_bench.suite.records import RECORDS_DIR
 from metabn_bench.suite.runner import run_suite
-from metabn_bench.suite.status import status_summary, status_table, suite_status
+from metabn_bench.suite.status import is_complete, status_summary, status_table, suite_status
 from tests.suite_helpers import OneThread, write_preset
 
 
@@ -51,6 +53,11 @@ def test_committed_records_are_skipped_and_status_shows_what_is_left(tmp_path: P
     assert len(list((results / RECORDS_DIR).iterdir())) == 2
     assert "left: nothing" in "\n".join(status_summary(
         suite_status(second, tmp_path / "b" / "work", results)))
+    # A plan without records (the gate's) counts only what its own work directory finished.
+    plan = read_plan(tmp_path / "b" / "work")
+    assert [is_complete(plan, j) for j in plan.jobs] == [True, True]
+    unrecorded = dataclasses.replace(plan, records=False)
+    assert [is_complete(unrecorded, j) for j in plan.jobs] == [False, True]
 
     # The report from the committed records alone gives the same numbers.
     out = CliRunner().invoke(app, ["report", str(results / RECORDS_DIR), "--format", "json"])
@@ -74,3 +81,14 @@ def test_a_record_of_another_config_is_not_taken_for_the_job(tmp_path: Path) -> 
     (fake / name / "eval.jsonl").write_text("")
     assert status_table(suite_status(cfg, tmp_path / "work", results))["state"].tolist() == [
         "missing"]
+
+
+def test_a_suite_without_records_writes_none(tmp_path: Path) -> None:
+    cfg = load_preset(str(write_preset(tmp_path, seeds=[0], eval={"protocols": ["none"],
+                                                                   "batch_size": 10})))
+    with OneThread():
+        result = run_suite(cfg, tmp_path / "results", tmp_path / "work", progress=False,
+                           records=False)
+    assert (result.results_dir / "summary.json").is_file()
+    assert not (result.results_dir / RECORDS_DIR).exists()
+    assert read_plan(tmp_path / "work").records is False

@@ -62,6 +62,10 @@ class SuitePlan:
     jobs: tuple[Job, ...]
     attempt: str  # this invocation; a job that failed in it is not retried by it
     results_dir: Path  # where the report goes (absolute; a SLURM report job writes there)
+    # Whether finished runs are copied to <results>/run_records/ and earlier records skip jobs
+    # (records.py). Off for the regression gate: a baseline must train every run itself and
+    # leave nothing but its results in the checkout.
+    records: bool = True
 
     @property
     def path(self) -> Path:
@@ -84,7 +88,7 @@ def plan_jobs(cfg: SuiteConfig, work_dir: Path, num_classes: int) -> tuple[Job, 
 
 
 def make_plan(cfg: SuiteConfig, work_dir: Path, set_dir: Path, set_label: str, data_source: str,
-              num_classes: int, results_dir: Path) -> SuitePlan:
+              num_classes: int, results_dir: Path, records: bool = True) -> SuitePlan:
     """Plan the suite and write plan.json (atomically) into the work directory.
 
     Paths in plan.json are relative to the work directory, so a work directory can be moved
@@ -96,11 +100,11 @@ def make_plan(cfg: SuiteConfig, work_dir: Path, set_dir: Path, set_label: str, d
         raise ValueError(f"the corrupted set must be {work_dir / 'corrupted'}, not {set_dir}")
     plan = SuitePlan(cfg, work_dir, set_dir, set_label, data_source,
                      plan_jobs(cfg, work_dir, num_classes), secrets.token_hex(6),
-                     results_dir.resolve())
+                     results_dir.resolve(), records)
     fsio.write_json(plan.path, {
         "schema": PLAN_SCHEMA, "suite": to_dict(cfg), "set_label": set_label,
         "data_source": data_source, "attempt": plan.attempt,
-        "results_dir": str(plan.results_dir),
+        "results_dir": str(plan.results_dir), "records": plan.records,
         "jobs": [{"method": j.method, "seed": j.seed,
                   "run_dir": j.run_dir.relative_to(work_dir).as_posix(),
                   "config": to_dict(j.config)} for j in plan.jobs],
@@ -126,7 +130,7 @@ def read_plan(path: str | Path) -> SuitePlan:
                      work / j["run_dir"]) for j in data["jobs"])
     return SuitePlan(from_dict(SuiteConfig, data["suite"]), work, work / "corrupted",
                      data["set_label"], data["data_source"], jobs, data["attempt"],
-                     Path(data["results_dir"]))
+                     Path(data["results_dir"]), bool(data.get("records", True)))
 
 
 def train_set_loader(plan: SuitePlan) -> Callable[[], ArraySet]:
@@ -179,8 +183,9 @@ def run_job(plan: SuitePlan, job: Job, train_set: Callable[[], ArraySet], progre
             ev = plan.suite.eval
             evaluate(job.run_dir, plan.set_dir, ev.protocols, ev.batch_size, ev.extras,
                      job.config.device, verify=False, progress=progress)
-            stage = "record"
-            save_record(job.run_dir, plan.results_dir)  # the small files, to commit
+            if plan.records:
+                stage = "record"
+                save_record(job.run_dir, plan.results_dir)  # the small files, to commit
         return DONE
     except UserError as exc:
         if main:

@@ -10,6 +10,7 @@ train-cost column included, from these files alone.
 A record stands for a job only when its config has the job's identity (config.identity: the
 same hash as the run directory's name) and, for the suite to skip it, when its eval.jsonl
 covers every cell of every protocol on the suite's corrupted set (status.py checks that).
+A suite run with `records=False` (the regression gate's) neither writes nor reads them.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ def _source(plan: SuitePlan, run_dir: Path) -> Path:
     if (run_dir / DONE).exists() and (run_dir / EVAL_FILE).exists():
         return run_dir
     record = record_dir(plan.results_dir, run_dir)
-    return record if record.exists() else run_dir
+    return record if plan.records and record.exists() else run_dir
 
 
 def report_suite(plan: SuitePlan, results_dir: Path,

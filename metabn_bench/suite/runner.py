@@ -53,11 +53,13 @@ def _validate(cfg: SuiteConfig) -> None:
 def run_suite(cfg: SuiteConfig, results_dir: str | Path | None = None,
               work_dir: str | Path | None = None, progress: bool = True,
               log: Log = lambda _msg: None, launcher: str = "local",
-              launch: LaunchOptions | None = None) -> SuiteResult:
+              launch: LaunchOptions | None = None, records: bool = True) -> SuiteResult:
     """Run the whole suite described by `cfg`; every step skips what is already done.
 
     The corrupted set is made here, once; the (method, seed) jobs run where `launcher` puts
-    them (launch/); the report is written when they are all finished. `report` is None when
+    them (launch/); the report is written when they are all finished. With `records` false,
+    no run record is written under the results directory and none is taken for a job
+    (the regression gate's suites: every run is trained here). `report` is None when
     the launcher only submitted the jobs (a later job writes the report).
     """
     _validate(cfg)
@@ -77,7 +79,7 @@ def run_suite(cfg: SuiteConfig, results_dir: str | Path | None = None,
     log(f"corrupted set ready ({how})")
     open_set(set_dir, verify=True)  # hash check once; evaluations skip it
     plan = make_plan(cfg, work, set_dir, f"{set_dir} ({how})", test.source, len(test.classes),
-                     results)
+                     results, records)
     if not run_jobs(plan, launch or LaunchOptions(), progress, log):
         return SuiteResult(results, work, None)
     return SuiteResult(results, work, report_suite(plan, results, device))

@@ -169,12 +169,14 @@ def job_state(job: Job, cfg: SuiteConfig, set_id: str | None,
 
 def is_complete(plan: SuitePlan, job: Job) -> bool:
     """Trained and evaluated on every cell of every protocol (the set must be complete), in
-    the work directory or in a committed record under the results directory."""
+    the work directory or, when the plan uses records, in a committed record under the
+    results directory."""
     set_id = set_state(plan.suite, plan.set_dir).set_id
     if (job.run_dir / DONE).exists() and all(
             d == t for d, t in eval_counts(job.run_dir, plan.suite, set_id).values()):
         return True
-    return record_complete(plan.suite, record_dir(plan.results_dir, job.run_dir), job, set_id)
+    return plan.records and record_complete(plan.suite, record_dir(plan.results_dir, job.run_dir),
+                                            job, set_id)
 
 
 @dataclass
