@@ -73,3 +73,15 @@ def assert_resume_is_exact(cfg: TrainConfig, tmp_path: Path, monkeypatch: Any) -
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
     return tmp_path / "straight"
+
+
+def uniform_cell_rows(errors: dict[str, float]) -> list[dict[str, Any]]:
+    """Eval rows of one vanilla run under `none`: every cell of a corruption has its error
+    (`clean` as severity 0, every other corruption at severities 1-5)."""
+    rows = []
+    for corruption, error in errors.items():
+        for severity in ((0,) if corruption == "clean" else range(1, 6)):
+            rows.append({"run_id": "v", "method": "vanilla", "seed": 0, "arch": "a",
+                         "protocol": "none", "set_id": "s", "test_batch_size": 10, "n": 10,
+                         "corruption": corruption, "severity": severity, "error": error})
+    return rows

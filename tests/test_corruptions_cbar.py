@@ -26,6 +26,7 @@ from metabn_bench.data.store import open_set
 from metabn_bench.data.synthetic import make_split
 from metabn_bench.reporting.metrics import cells_frame, summary_rows
 from tests import cbar_reference as ref
+from tests.helpers import uniform_cell_rows
 
 CPU = torch.device("cpu")
 LEVELS = tables.CBAR_TABLES["cifar"]
@@ -132,13 +133,7 @@ def test_random_parameters_follow_the_reference_ranges() -> None:
 
 
 def test_cbar_has_its_own_mean_never_in_the_mce() -> None:
-    rows = []
-    for corruption, error in (("clean", 5.0), ("gaussian_noise", 20.0), ("ripple", 40.0),
-                              ("lines", 60.0)):
-        for severity in ((0,) if corruption == "clean" else range(1, 6)):
-            rows.append({"run_id": "v", "method": "vanilla", "seed": 0, "arch": "a",
-                         "protocol": "none", "set_id": "s", "test_batch_size": 10, "n": 10,
-                         "corruption": corruption, "severity": severity, "error": error})
+    rows = uniform_cell_rows({"clean": 5.0, "gaussian_noise": 20.0, "ripple": 40.0, "lines": 60.0})
     rec = summary_rows(cells_frame(rows))[0]
     assert rec["mce"] == 20.0 and rec["cbar_error"] == 50.0
     assert rec["cbar_corruptions"] == ["ripple", "lines"]

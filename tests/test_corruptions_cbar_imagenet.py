@@ -23,6 +23,7 @@ from metabn_bench.data.synthetic import make_split
 from metabn_bench.errors import UserError
 from metabn_bench.reporting.metrics import cells_frame, summary_rows
 from tests import cbar_imagenet_reference as ref
+from tests.helpers import uniform_cell_rows
 
 CPU = torch.device("cpu")
 LEVELS = tables.CBAR_TABLES["imagenet"]
@@ -156,13 +157,8 @@ def test_the_table_and_how_auto_chooses_it() -> None:
 
 
 def test_its_mean_covers_its_own_corruptions_never_the_mce() -> None:
-    rows = []
-    for corruption, error in (("clean", 5.0), ("fog", 30.0), ("perlin_noise", 40.0),
-                              ("caustic_refraction", 60.0)):
-        for severity in ((0,) if corruption == "clean" else range(1, 6)):
-            rows.append({"run_id": "v", "method": "vanilla", "seed": 0, "arch": "a",
-                         "protocol": "none", "set_id": "s", "test_batch_size": 10, "n": 10,
-                         "corruption": corruption, "severity": severity, "error": error})
+    rows = uniform_cell_rows({"clean": 5.0, "fog": 30.0, "perlin_noise": 40.0,
+                              "caustic_refraction": 60.0})
     rec = summary_rows(cells_frame(rows))[0]
     assert rec["mce"] == 30.0 and rec["cbar_error"] == 50.0
     assert rec["cbar_corruptions"] == ["caustic_refraction", "perlin_noise"]
