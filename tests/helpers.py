@@ -73,3 +73,57 @@ def assert_resume_is_exact(cfg: TrainConfig, tmp_path: Path, monkeypatch: Any) -
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
     return tmp_path / "straight"
+
+
+def uniform_cell_rows(errors: dict[str, float]) -> list[dict[str, Any]]:
+    """Eval rows of one vanilla run under `none`: every cell of a corruption has its error
+    (`clean` as severity 0, every other corruption at severities 1-5)."""
+    rows = []
+    for corruption, error in errors.items():
+        for severity in ((0,) if corruption == "clean" else range(1, 6)):
+            rows.append({"run_id": "v", "method": "vanilla", "seed": 0, "arch": "a",
+                         "protocol": "none", "set_id": "s", "test_batch_size": 10, "n": 10,
+                         "corruption": corruption, "severity": severity, "error": error})
+    return rows
+
+
+def cli_ok(args: list[str]) -> str:
+    """Run the CLI in-process, assert it exits 0, and return its output."""
+    from typer.testing import CliRunner
+
+    from metabn_bench.cli import app
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, (result.output, result.exception)
+    return str(result.output)
+
+
+def evaluate_copy_and_summarise(trained_run: Path, corrupted: Path, tmp_path: Path
+                                ) -> dict[str, Any]:
+    """Evaluate a copy of `trained_run` (its eval.jsonl stays as other tests expect) on
+    `corrupted` through the CLI and return the first row of its JSON report."""
+    import json
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    cli_ok(["evaluate", str(run), "--corrupted", str(corrupted), "--device", "cpu",
+            "--no-progress"])
+    summary = tmp_path / "summary.json"
+    cli_ok(["report", str(run), "--format", "json", "--out", str(summary)])
+    return dict(json.loads(summary.read_text())["rows"][0])
+
+
+def assert_seeded_per_image(images: np.ndarray, name: str, level: float) -> None:
+    """A corruption's output at severity 3 depends on the seed and each image's index only:
+    the same in other batch sizes and from another start index, different under another seed."""
+    import torch
+
+    from metabn_bench.corruptions.generate import corrupt_images
+
+    cpu = torch.device("cpu")
+    whole = corrupt_images(images, name, 3, level, 0, cpu)
+    np.testing.assert_array_equal(whole, corrupt_images(images, name, 3, level, 0, cpu, 4))
+    np.testing.assert_array_equal(whole[4:], corrupt_images(images[4:], name, 3, level, 0, cpu,
+                                                            start_index=4))
+    assert not np.array_equal(whole, corrupt_images(images, name, 3, level, 1, cpu))

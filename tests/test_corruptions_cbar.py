@@ -5,7 +5,6 @@ and reported through the command line with its own mean."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,12 @@ from metabn_bench.data.store import open_set
 from metabn_bench.data.synthetic import make_split
 from metabn_bench.reporting.metrics import cells_frame, summary_rows
 from tests import cbar_reference as ref
+from tests.helpers import (
+    assert_seeded_per_image,
+    cli_ok,
+    evaluate_copy_and_summarise,
+    uniform_cell_rows,
+)
 
 CPU = torch.device("cpu")
 LEVELS = tables.CBAR_TABLES["cifar"]
@@ -80,13 +85,7 @@ def test_the_rotation_matrix_is_scipys_rotate() -> None:
 
 @pytest.mark.parametrize("name", [n for n in CBAR_CIFAR if CORRUPTIONS.get(n).random])
 def test_output_depends_only_on_seed_and_index(name: str) -> None:
-    images = make_split("test", 6).images
-    level = LEVELS[name][2]
-    whole = corrupt_images(images, name, 3, level, 0, CPU)
-    np.testing.assert_array_equal(whole, corrupt_images(images, name, 3, level, 0, CPU, 4))
-    np.testing.assert_array_equal(whole[4:], corrupt_images(images[4:], name, 3, level, 0, CPU,
-                                                            start_index=4))
-    assert not np.array_equal(whole, corrupt_images(images, name, 3, level, 1, CPU))
+    assert_seeded_per_image(make_split("test", 6).images, name, LEVELS[name][2])
 
 
 def _grey(n: int, value: int) -> np.ndarray:
@@ -132,13 +131,7 @@ def test_random_parameters_follow_the_reference_ranges() -> None:
 
 
 def test_cbar_has_its_own_mean_never_in_the_mce() -> None:
-    rows = []
-    for corruption, error in (("clean", 5.0), ("gaussian_noise", 20.0), ("ripple", 40.0),
-                              ("lines", 60.0)):
-        for severity in ((0,) if corruption == "clean" else range(1, 6)):
-            rows.append({"run_id": "v", "method": "vanilla", "seed": 0, "arch": "a",
-                         "protocol": "none", "set_id": "s", "test_batch_size": 10, "n": 10,
-                         "corruption": corruption, "severity": severity, "error": error})
+    rows = uniform_cell_rows({"clean": 5.0, "gaussian_noise": 20.0, "ripple": 40.0, "lines": 60.0})
     rec = summary_rows(cells_frame(rows))[0]
     assert rec["mce"] == 20.0 and rec["cbar_error"] == 50.0
     assert rec["cbar_corruptions"] == ["ripple", "lines"]
@@ -148,29 +141,17 @@ def test_cbar_has_its_own_mean_never_in_the_mce() -> None:
 
 def test_cbar_set_is_made_evaluated_and_reported_through_the_cli(tmp_path: Path,
                                                                 trained_run: Path) -> None:
-    runner = CliRunner()
-
-    def ok(args: list[str]) -> str:
-        result = runner.invoke(app, args)
-        assert result.exit_code == 0, (result.output, result.exception)
-        return result.output
-
     cset = tmp_path / "cbar"
-    ok(["corrupt", "--dataset", "synthetic", "--out", str(cset), "--n", "20", "--benchmark",
-        "c-bar", "--corruptions", "ripple,lines", "--severities", "1,5", "--device", "cpu",
-        "--no-progress"])
+    cli_ok(["corrupt", "--dataset", "synthetic", "--out", str(cset), "--n", "20", "--benchmark",
+            "c-bar", "--corruptions", "ripple,lines", "--severities", "1,5", "--device", "cpu",
+            "--no-progress"])
     manifest = json.loads((cset / "manifest.json").read_text())
     assert manifest["benchmark"] == "c-bar" and manifest["preset"] == "cifar"
     assert np.load(cset / "ripple.npy").shape == (40, 32, 32, 3)
-    run = tmp_path / "run"  # a copy: the shared run's eval.jsonl stays as other tests expect
-    shutil.copytree(trained_run, run)
-    ok(["evaluate", str(run), "--corrupted", str(cset), "--device", "cpu", "--no-progress"])
-    text = ok(["report", str(run), "--format", "markdown"])
-    assert "-C-bar mean error (%)" in text and "-C-bar corruptions, protocol none" in text
-    summary = tmp_path / "summary.json"
-    ok(["report", str(run), "--format", "json", "--out", str(summary)])
-    row = json.loads(summary.read_text())["rows"][0]
+    row = evaluate_copy_and_summarise(trained_run, cset, tmp_path)
     assert row["cbar_corruptions"] == ["ripple", "lines"] and row["corruptions"] == []
+    text = cli_ok(["report", str(tmp_path / "run"), "--format", "markdown"])
+    assert "-C-bar mean error (%)" in text and "-C-bar corruptions, protocol none" in text
 
 
 @pytest.mark.parametrize(("args", "message"), [

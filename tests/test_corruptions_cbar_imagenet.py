@@ -5,7 +5,6 @@ how `corrupt` chooses it, and the set made through the command line."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,12 @@ from metabn_bench.data.synthetic import make_split
 from metabn_bench.errors import UserError
 from metabn_bench.reporting.metrics import cells_frame, summary_rows
 from tests import cbar_imagenet_reference as ref
+from tests.helpers import (
+    assert_seeded_per_image,
+    cli_ok,
+    evaluate_copy_and_summarise,
+    uniform_cell_rows,
+)
 
 CPU = torch.device("cpu")
 LEVELS = tables.CBAR_TABLES["imagenet"]
@@ -63,13 +68,7 @@ def test_every_own_op_matches_the_per_image_formula(name: str) -> None:
 
 @pytest.mark.parametrize("name", OWN)
 def test_output_depends_only_on_seed_and_index(name: str) -> None:
-    images = make_split("test", 6).images[:, :16, :16]
-    level = LEVELS[name][2]
-    whole = corrupt_images(images, name, 3, level, 0, CPU)
-    np.testing.assert_array_equal(whole, corrupt_images(images, name, 3, level, 0, CPU, 4))
-    np.testing.assert_array_equal(whole[4:], corrupt_images(images[4:], name, 3, level, 0, CPU,
-                                                            start_index=4))
-    assert not np.array_equal(whole, corrupt_images(images, name, 3, level, 1, CPU))
+    assert_seeded_per_image(make_split("test", 6).images[:, :16, :16], name, LEVELS[name][2])
 
 
 def test_random_parameters_follow_the_reference_ranges() -> None:
@@ -156,43 +155,26 @@ def test_the_table_and_how_auto_chooses_it() -> None:
 
 
 def test_its_mean_covers_its_own_corruptions_never_the_mce() -> None:
-    rows = []
-    for corruption, error in (("clean", 5.0), ("fog", 30.0), ("perlin_noise", 40.0),
-                              ("caustic_refraction", 60.0)):
-        for severity in ((0,) if corruption == "clean" else range(1, 6)):
-            rows.append({"run_id": "v", "method": "vanilla", "seed": 0, "arch": "a",
-                         "protocol": "none", "set_id": "s", "test_batch_size": 10, "n": 10,
-                         "corruption": corruption, "severity": severity, "error": error})
+    rows = uniform_cell_rows({"clean": 5.0, "fog": 30.0, "perlin_noise": 40.0,
+                              "caustic_refraction": 60.0})
     rec = summary_rows(cells_frame(rows))[0]
     assert rec["mce"] == 30.0 and rec["cbar_error"] == 50.0
     assert rec["cbar_corruptions"] == ["caustic_refraction", "perlin_noise"]
 
 
 def test_imagenet_cbar_set_through_the_cli(tmp_path: Path, trained_run: Path) -> None:
-    runner = CliRunner()
-
-    def ok(args: list[str]) -> str:
-        result = runner.invoke(app, args)
-        assert result.exit_code == 0, (result.output, result.exception)
-        return result.output
-
     out = tmp_path / "inbar"
     args = ["corrupt", "--dataset", "synthetic", "--out", str(out), "--n", "10", "--benchmark",
             "c-bar", "--preset", "imagenet", "--severities", "2", "--device", "cpu",
             "--no-progress"]
-    ok([*args, "--corruptions", "plasma_noise,sparkles"])
+    cli_ok([*args, "--corruptions", "plasma_noise,sparkles"])
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["benchmark"] == "c-bar" and manifest["preset"] == "imagenet"
     assert manifest["param_table_sha256"] == tables.table_hash("imagenet", "c-bar")
     assert np.load(out / "plasma_noise.npy").shape == (10, 32, 32, 3)
-    bad = runner.invoke(app, [*args[:4], str(tmp_path / "other"), *args[5:],
-                              "--corruptions", "ripple"])
+    bad = CliRunner().invoke(app, [*args[:4], str(tmp_path / "other"), *args[5:],
+                                   "--corruptions", "ripple"])
     assert bad.exit_code == 2 and "Traceback" not in bad.output
     assert "ripple is not in the ImageNet-C-bar table" in bad.output
-    run = tmp_path / "run"  # a copy: the shared run's eval.jsonl stays as other tests expect
-    shutil.copytree(trained_run, run)
-    ok(["evaluate", str(run), "--corrupted", str(out), "--device", "cpu", "--no-progress"])
-    summary = tmp_path / "summary.json"
-    ok(["report", str(run), "--format", "json", "--out", str(summary)])
-    row = json.loads(summary.read_text())["rows"][0]
+    row = evaluate_copy_and_summarise(trained_run, out, tmp_path)
     assert row["cbar_corruptions"] == ["sparkles", "plasma_noise"] and row["corruptions"] == []
