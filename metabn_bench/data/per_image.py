@@ -12,8 +12,9 @@ without them; files without these two arrays are read as having none):
 - RUN_DIR/per_image.npz: keys "set_id|protocol|batch size|corruption|severity";
 - results/<suite>/per_image.npz: the same, prefixed with "run_id|".
 
-The file is rewritten atomically after each cell (before the row that announces it), so it is
-as resumable as eval.jsonl; a row carries `"per_image": true` when its vector was stored. Rows
+Evaluation journals each cell's vector before the row that announces it and folds them into this
+file (rewritten atomically) before eval.jsonl (evaluation/journal.py), so it is as resumable as
+eval.jsonl; a row carries `"per_image": true` when its vector was stored. Rows
 written before this existed simply lack the field (statistics that need vectors skip them).
 """
 
@@ -123,13 +124,22 @@ class RunVectors:
 
     def put(self, key: CellKey, correct: np.ndarray, confidence: np.ndarray | None = None) -> None:
         """Store one cell's vector (and confidences) and rewrite the file (atomically)."""
-        self.packed[key] = pack(correct)
+        if confidence is not None and np.shape(confidence) != np.shape(correct):
+            raise ValueError(f"{np.size(confidence)} confidences for {np.size(correct)} images")
+        self.add_packed(key, pack(correct), confidence)
+        self.save()
+
+    def add_packed(self, key: CellKey, packed: np.ndarray,
+                   confidence: np.ndarray | None = None) -> None:
+        """Add one cell's packed vector (and confidences) in memory; `save` writes the file."""
+        self.packed[key] = np.asarray(packed, dtype=np.uint8)
         if confidence is not None:
-            if np.shape(confidence) != np.shape(correct):
-                raise ValueError(f"{np.size(confidence)} confidences for {np.size(correct)} images")
             self.confidences[key] = np.asarray(confidence, dtype=np.float16)
         else:
             self.confidences.pop(key, None)  # never leave another evaluation's confidences
+
+    def save(self) -> None:
+        """Rewrite the file with every cell (atomically)."""
         _save(self.path, self.packed, self.confidences)
 
 

@@ -2,12 +2,14 @@
 
 The model is a finished run of this toolkit (RUN_DIR) or a model made elsewhere
 (evaluation/external.py, rows into its --out directory); evaluation/subject.py makes both one
-`Subject`. One row per (protocol, test batch size, cell) in DIR/eval.jsonl, rewritten
-atomically after each cell, so an interrupted evaluation resumes at the next cell. Rows carry
+`Subject`. One row per (protocol, test batch size, cell) in DIR/eval.jsonl. Each finished cell
+is journaled at once and the journal folded into eval.jsonl and per_image.npz (each rewritten
+atomically) after each protocol, stream and sweep size (evaluation/journal.py), so an interrupted
+evaluation resumes at the next cell and saving costs time linear in the cells. Rows carry
 everything needed to aggregate them later without the directory: run id, method, arch,
 dataset and data source, seed, corrupted-set id and size preset, protocol and its options,
 test batch size and the reset. Which images of a cell were classified correctly goes,
-bit-packed, to DIR/per_image.npz (see data/per_image.py) just before the row that announces it
+bit-packed, to DIR/per_image.npz (see data/per_image.py), stored before the row that announces it
 (`"per_image": true`), with each image's confidence (maximum softmax probability). Each row also
 carries the cell's calibration: `ece` (%), `nll` and `brier` (evaluation/calibration.py).
 
@@ -18,6 +20,7 @@ that no table ever averages two batch sizes, and `sweep_protocol`, the label wit
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from dataclasses import dataclass
@@ -28,7 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from metabn_bench import fsio, runlock, runs
+from metabn_bench import fsio, runlock
 from metabn_bench.corruptions import names as cnames
 from metabn_bench.data import per_image
 from metabn_bench.data.loader import batches, to_float
@@ -36,6 +39,7 @@ from metabn_bench.data.store import CorruptedSet, open_set
 from metabn_bench.device import autocast, resolve_device
 from metabn_bench.errors import UserError
 from metabn_bench.evaluation.calibration import CellCalibration, confidences_array
+from metabn_bench.evaluation.journal import Entry, Journal
 from metabn_bench.evaluation.metabn_eval import static_corrections
 from metabn_bench.evaluation.protocols import (
     PROTOCOLS,
@@ -54,7 +58,6 @@ from metabn_bench.evaluation.streams import (
 )
 from metabn_bench.evaluation.subject import RunSource, Source, Subject, clean_images
 from metabn_bench.evaluation.sweep import check_batch_sizes, sweep_label
-from metabn_bench.runs import EVAL_FILE
 
 __all__ = ["CellResult", "Evaluator", "cells_of", "clean_images", "evaluate"]
 
@@ -114,73 +117,82 @@ def evaluate(run_dir: str | Path | Source, corrupted: str | Path,
     out = source.out_dir
     with runlock.exclusive(out, "run directory", stage="evaluate"):
         fsio.remove_stale_temporaries(out)  # a killed writer's; we hold the lock
-        rows = runs.read_eval_rows(out / EVAL_FILE)
-        done = {_key(r) for r in rows}
-        for spec in protocols:
-            for size in sizes:
-                bs = size or PROTOCOLS.get(parse_protocol(spec)[0]).default_batch_size
-                label = stream_label(spec, stream, policy, stream_seed, dirichlet_delta)
-                extra: dict[str, Any] = {}
-                if label != spec:
-                    extra = {"stream": stream, "reset": policy.label(), "stream_seed": stream_seed}
-                    if stream == "dirichlet":
-                        extra["dirichlet_delta"] = dirichlet_delta
-                if batch_sizes:
-                    extra["sweep_protocol"] = label
-                    label = sweep_label(label, bs)
-                todo = [c for c in job.cells if _key_of(cset.set_id, label, bs, *c) not in done]
-                if not todo:
-                    continue
-                subject = source.load(dev)
-                try:
-                    evaluator = Evaluator(subject, dev, spec)
-                except NotApplicableError as exc:
-                    # Recorded, not skipped: the table shows n/a with the reason instead of a
-                    # gap or a silent copy of `none`.
-                    na = [_not_applicable_row(subject.identity, cset, label, bs, *c, str(exc))
-                          | extra for c in todo]
-                    rows = _write(out, rows, na)
-                    continue
-                if "stream" in extra:
-                    rows = _stream_rows(job, evaluator, label, bs, rows, extra,
-                                        (stream, policy, stream_seed, dirichlet_delta))
-                else:
-                    rows = _cell_rows(job, evaluator, spec, label, bs, todo, rows, extra)
+        journal = Journal(out)
+        rows = journal.consolidate()  # whatever a killed evaluation journaled counts as done
+        try:
+            how = (stream, policy, stream_seed, dirichlet_delta)
+            rows = _protocols(job, journal, rows, protocols, sizes, how, batch_sizes)
+        except BaseException:
+            # Interrupted (Ctrl-C, an error): fold in what was journaled, so the report sees
+            # every finished cell now; if that fails too, the journal stays for the next run.
+            with contextlib.suppress(Exception):
+                journal.consolidate()
+            raise
     return [r for r in rows if r["set_id"] == cset.set_id]
 
 
-def _write(out: Path, rows: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Merge `new` into the rows on disk and rewrite eval.jsonl (atomically)."""
-    rows = _merge(runs.read_eval_rows(out / EVAL_FILE), [*rows, *new])
-    fsio.write_jsonl(out / EVAL_FILE, rows)
+def _protocols(job: _Job, journal: Journal, rows: list[dict[str, Any]],
+               protocols: tuple[str, ...], sizes: list[int], how: tuple[Any, ...],
+               batch_sizes: tuple[int, ...]) -> list[dict[str, Any]]:
+    """Every protocol at every batch size, each consolidated when it ends; all rows on disk."""
+    source, cset, dev = job.source, job.cset, job.device
+    stream, policy, stream_seed, dirichlet_delta = how
+    done = {_key(r) for r in rows}
+    for spec in protocols:
+        for size in sizes:
+            bs = size or PROTOCOLS.get(parse_protocol(spec)[0]).default_batch_size
+            label = stream_label(spec, stream, policy, stream_seed, dirichlet_delta)
+            extra: dict[str, Any] = {}
+            if label != spec:
+                extra = {"stream": stream, "reset": policy.label(), "stream_seed": stream_seed}
+                if stream == "dirichlet":
+                    extra["dirichlet_delta"] = dirichlet_delta
+            if batch_sizes:
+                extra["sweep_protocol"] = label
+                label = sweep_label(label, bs)
+            todo = [c for c in job.cells if _key_of(cset.set_id, label, bs, *c) not in done]
+            if not todo:
+                continue
+            subject = source.load(dev)
+            try:
+                evaluator = Evaluator(subject, dev, spec)
+            except NotApplicableError as exc:
+                # Recorded, not skipped: the table shows n/a with the reason instead of a
+                # gap or a silent copy of `none`.
+                na = [_not_applicable_row(subject.identity, cset, label, bs, *c, str(exc))
+                      | extra for c in todo]
+                rows = journal.consolidate(Entry(row) for row in na)
+                continue
+            if "stream" in extra:
+                rows = _stream_rows(job, journal, evaluator, label, bs, extra, how)
+            else:
+                _cell_rows(job, journal, evaluator, spec, label, bs, todo, extra)
+                rows = journal.consolidate()
     return rows
 
 
-def _stream_rows(job: _Job, evaluator: Evaluator, label: str, bs: int,
-                 rows: list[dict[str, Any]], extra: dict[str, Any],
-                 how: tuple[Any, ...]) -> list[dict[str, Any]]:
-    """A stream is one unit: every cell again, the rows when it ends."""
+def _stream_rows(job: _Job, journal: Journal, evaluator: Evaluator, label: str, bs: int,
+                 extra: dict[str, Any], how: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """A stream is one unit: every cell again, all of its rows (and vectors) stored at once
+    when it ends; returns all rows on disk."""
     stream, policy, seed, delta = how
-    cset, vectors = job.cset, per_image.RunVectors(job.source.out_dir)
+    cset = job.cset
     t0 = time.perf_counter()
     steps = plan(stream, policy, job.cells, cset.n, cset.labels, bs, seed, delta)
     got = run_stream(evaluator, job.images, job.cells, cset.labels, steps)
     seconds = (time.perf_counter() - t0) / len(job.cells)
     new = []
     for (corruption, severity), cell in got.items():
-        vectors.put(_key_of(cset.set_id, label, bs, corruption, severity), cell.correct,
-                    cell.confidence)
-        new.append(_row(evaluator.subject.identity, cset, label, evaluator, bs, corruption,
-                        severity, int((~cell.correct).sum()), seconds)
-                   | cell.calibration | extra)
-    return _write(job.source.out_dir, rows, new)
+        row = _row(evaluator.subject.identity, cset, label, evaluator, bs, corruption,
+                   severity, int((~cell.correct).sum()), seconds) | cell.calibration | extra
+        new.append(Entry(row, per_image.pack(cell.correct), cell.confidence))
+    return journal.consolidate(new)
 
 
-def _cell_rows(job: _Job, evaluator: Evaluator, spec: str, label: str, bs: int,
-               todo: list[tuple[str, int]], rows: list[dict[str, Any]],
-               extra: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per-cell evaluation with a reset before each cell; a row on disk after each cell."""
-    cset, vectors = job.cset, per_image.RunVectors(job.source.out_dir)
+def _cell_rows(job: _Job, journal: Journal, evaluator: Evaluator, spec: str, label: str,
+               bs: int, todo: list[tuple[str, int]], extra: dict[str, Any]) -> None:
+    """Per-cell evaluation with a reset before each cell; each cell journaled when it ends."""
+    cset = job.cset
     name = f"evaluate {job.source.label()} [{spec}" + (f", batch {bs}]" if label != spec else "]")
     bar = tqdm(todo, desc=name, unit="cell", disable=not job.progress, leave=False,
                dynamic_ncols=True)
@@ -188,21 +200,10 @@ def _cell_rows(job: _Job, evaluator: Evaluator, spec: str, label: str, bs: int,
         t0 = time.perf_counter()
         cell = evaluator.cell(job.images((corruption, severity)), cset.labels, bs)
         seconds = time.perf_counter() - t0
-        # The vector is on disk before the row that announces it (both writes atomic).
-        vectors.put(_key_of(cset.set_id, label, bs, corruption, severity), cell.correct,
-                    cell.confidence)
         row = _row(evaluator.subject.identity, cset, label, evaluator, bs, corruption, severity,
                    int((~cell.correct).sum()), seconds) | cell.calibration | extra
-        rows = _write(job.source.out_dir, rows, [row])
-    return rows
-
-
-def _merge(on_disk: list[dict[str, Any]], ours: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows on disk plus ours, one per key (ours win): a row written meanwhile by anything
-    that does not take the lock is kept, not overwritten."""
-    merged = {_key(r): r for r in on_disk}
-    merged.update({_key(r): r for r in ours})
-    return list(merged.values())
+        # The journal stores the vector durably before the row that announces it.
+        journal.add(row, cell.correct, cell.confidence)
 
 
 def _warn_if_class_sorted(labels: np.ndarray, protocols: tuple[str, ...]) -> None:
