@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# A worker of the background experiment queue: runs queue lines one after another.
+#
+#   scripts/queue/lane.sh N          (N names the lane's log; start one lane per core)
+#
+# Q (default /work/queue, outside the checkout) holds queue.txt (one shell command per line,
+# run from the checkout root; '#' lines are skipped), done.txt (start and end lines with the exit
+# status), logs/ and snap/. Each line runs in a snapshot of the checkout's HEAD taken when the
+# line starts (git archive), so editing or committing in the checkout never changes a running
+# experiment; the snapshot shares the checkout's .venv and sees the data as ./cifar10-jpeg-copy
+# ($Q/cifar10-jpeg-copy, made by ../shared/data/cifar10/prepare.py).
+# After each line, the run records it wrote under $Q/out are copied into the checkout (CHECKOUT,
+# default the repository this script is in) and committed on their own, so the next session,
+# on another machine, continues from them. `touch $Q/STOP` ends every lane after its line.
+set -uo pipefail
+lane=${1:?usage: $0 N}
+Q=${Q:-/work/queue}
+CHECKOUT=${CHECKOUT:-$(cd "$(dirname "$0")/../.." && pwd)}
+mkdir -p "$Q/logs" "$Q/snap"
+touch "$Q/queue.txt" "$Q/done.txt"
+
+pop() {  # the first runnable line of queue.txt, removed from it under a lock
+  flock "$Q/queue.lock" python3 - "$Q/queue.txt" <<'PYEOF'
+import sys
+from pathlib import Path
+
+path = Path(sys.argv[1])
+lines = path.read_text().splitlines()
+for i, line in enumerate(lines):
+    if line.strip() and not line.lstrip().startswith("#"):
+        print(line)
+        rest = lines[:i] + lines[i + 1:]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(x + "\n" for x in rest))
+        tmp.replace(path)
+        break
+PYEOF
+}
+
+snapshot() {  # a read-only copy of HEAD, made once per commit
+  local sha dir
+  sha=$(git -C "$CHECKOUT" rev-parse --short=12 HEAD)
+  dir=$Q/snap/$sha
+  if [ ! -d "$dir" ]; then
+    mkdir -p "$dir.tmp"
+    git -C "$CHECKOUT" archive HEAD | tar -x -C "$dir.tmp"
+    ln -s "$CHECKOUT/.venv" "$dir.tmp/.venv"
+    ln -s "$Q/cifar10-jpeg-copy" "$dir.tmp/cifar10-jpeg-copy"
+    mv "$dir.tmp" "$dir" 2>/dev/null || rm -rf "$dir.tmp"
+  fi
+  echo "$dir"
+}
+
+collect() {  # copy new or changed run records into the checkout and commit only those paths
+  local src dst changed=()
+  for src in "$Q"/out/*/run_records/*/; do
+    [ -d "$src" ] || continue
+    case $src in
+      */metabn-ablation/*) dst=$CHECKOUT/results/metabn-ablation/run_records/$(basename "$src") ;;
+      *) dst=$CHECKOUT/results/${PRESET:-cifar10-cpu}/run_records/$(basename "$src") ;;
+    esac
+    if ! diff -rq "$src" "$dst" >/dev/null 2>&1; then
+      mkdir -p "$dst" && cp -r "$src"/. "$dst"/ && changed+=("$dst")
+    fi
+  done
+  [ ${#changed[@]} -gt 0 ] || return 0
+  flock "$Q/git.lock" sh -c 'cd "$0" && git add -- "$@" && git commit -q --only \
+    -m "results: run records of $(for p in "$@"; do basename "$p"; done | tr "\n" " ")" -- "$@"' \
+    "$CHECKOUT" "${changed[@]}" || echo "lane $lane: could not commit ${changed[*]}" >&2
+}
+
+while [ ! -e "$Q/STOP" ]; do
+  line=$(pop)
+  [ -n "$line" ] || break
+  dir=$(snapshot)
+  log=$Q/logs/$(date -u +%Y%m%dT%H%M%S)-lane$lane.log
+  echo "$(date -u +%FT%TZ) lane$lane start $(basename "$dir") $line" >> "$Q/done.txt"
+  (cd "$dir" && Q=$Q nice -n 5 bash -c "$line") > "$log" 2>&1
+  rc=$?
+  echo "$(date -u +%FT%TZ) lane$lane end rc=$rc $line" >> "$Q/done.txt"
+  collect
+done
+echo "$(date -u +%FT%TZ) lane$lane stopped" >> "$Q/done.txt"
