@@ -10,8 +10,10 @@
 # experiment; the snapshot shares the checkout's .venv and sees the data as ./cifar10-jpeg-copy
 # ($Q/cifar10-jpeg-copy, made by ../shared/data/cifar10/prepare.py).
 # After each line, the run records it wrote under $Q/out are copied into the checkout (CHECKOUT,
-# default the repository this script is in) and committed on their own, so the next session,
-# on another machine, continues from them. `touch $Q/STOP` ends every lane after its line.
+# default the repository this script is in) and committed on their own; at start, the committed
+# records are copied into $Q/out, where the suite takes a complete record as a finished run, so
+# a session on another machine continues instead of retraining. plan.txt here is the queue of
+# the current experiments: `cp scripts/queue/plan.txt $Q/queue.txt` on a new machine. `touch $Q/STOP` ends every lane after its line.
 set -uo pipefail
 lane=${1:?usage: $0 N}
 Q=${Q:-/work/queue}
@@ -69,6 +71,20 @@ collect() {  # copy new or changed run records into the checkout and commit only
     "$CHECKOUT" "${changed[@]}" || echo "lane $lane: could not commit ${changed[*]}" >&2
 }
 
+seed_records() {  # committed records into $Q/out, so a run finished on another machine is skipped
+  local rec name
+  for rec in "$CHECKOUT"/results/${PRESET:-cifar10-cpu}/run_records/*/; do
+    [ -e "$rec/done" ] || continue
+    name=$(basename "$rec")
+    mkdir -p "$Q/out/${name%-*}/run_records" && cp -rn "$rec" "$Q/out/${name%-*}/run_records/"
+  done
+  for rec in "$CHECKOUT"/results/metabn-ablation/run_records/*/; do
+    [ -d "$rec" ] || continue
+    mkdir -p "$Q/out/metabn-ablation/run_records" && cp -rn "$rec" "$Q/out/metabn-ablation/run_records/"
+  done
+}
+
+seed_records
 while [ ! -e "$Q/STOP" ]; do
   line=$(pop)
   [ -n "$line" ] || break
