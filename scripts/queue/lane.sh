@@ -65,6 +65,12 @@ collect() {  # copy new or changed run records into the checkout and commit only
       mkdir -p "$dst" && cp -r "$src"/. "$dst"/ && changed+=("$dst")
     fi
   done
+  for src in "$Q"/out/tta-*/; do  # test-time tables (results/tta-*/run.sh with RESULTS=$Q/out/...)
+    [ -d "$src" ] || continue
+    dst=$CHECKOUT/results/$(basename "$src")
+    mkdir -p "$dst" && cp -r "$src"/. "$dst"/
+    [ -z "$(git -C "$CHECKOUT" status --porcelain -- "$dst")" ] || changed+=("$dst")
+  done
   [ ${#changed[@]} -gt 0 ] || return 0
   flock "$Q/git.lock" sh -c 'cd "$0" && git add -- "$@" && git commit -q --only \
     -m "results: run records of $(for p in "$@"; do basename "$p"; done | tr "\n" " ")" -- "$@"' \
