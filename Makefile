@@ -15,7 +15,8 @@ venv: $(STAMP)
 
 # Results go to runs/ (git-ignored): the committed baseline results/smoke/ is never touched.
 quickstart: $(STAMP)
-	$(VENV)/bin/metabn-bench run --preset smoke --out runs/quickstart/results --work runs/quickstart/work
+	$(VENV)/bin/metabn-bench run --preset smoke --out runs/quickstart/results --work runs/quickstart/work \
+	    --launcher gpus --launch workers=2
 	@echo "quickstart results: runs/quickstart/results/ (report.md, summary.json, plots/)"
 
 lint: $(STAMP)

@@ -79,7 +79,9 @@ def test_the_jsd_term_is_the_mean_kl_to_the_mixture() -> None:
     p = logits.double().softmax(1).view(3, n, 10)
     mixture = p.mean(0).clamp(1e-7, 1)
     direct = (p * (p.log() - mixture.log())).sum(2).mean(1).mean(0)
-    assert out.logs["jsd"] == pytest.approx(float(direct), rel=1e-5)
+    # rel 1e-4: the JSD (~5e-4) is a difference of terms ~100x larger, so float32 rounding
+    # in another reduction order (thread count, kernel path) moves it by ~1e-5 relative
+    assert out.logs["jsd"] == pytest.approx(float(direct), rel=1e-4)
     ce = F.cross_entropy(logits[:n], batch.y)
     assert float(out.loss.detach()) == pytest.approx(float(ce + 12 * direct), rel=1e-5)
 

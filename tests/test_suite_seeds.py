@@ -34,8 +34,16 @@ def test_method_seeds_plan_more_runs_for_the_named_methods(tmp_path: Path) -> No
     assert set(table["state"]) == {"missing"}
 
 
+def test_entries_for_methods_a_narrowed_preset_leaves_out_are_unused(tmp_path: Path) -> None:
+    # `--set methods=[vanilla,cutout]` on a preset with per-method entries for other methods
+    cfg = _cfg(method_seeds={"augmix": [0, 1, 2]}, method_hparams={"augmix": {"width": 1}})
+    check_suite_config(cfg)
+    assert [(j.method, j.seed) for j in plan_jobs(cfg, tmp_path, 10)] == [
+        ("vanilla", 0), ("vanilla", 1), ("cutout", 0), ("cutout", 1)]
+
+
 @pytest.mark.parametrize(("seeds", "message"), [
-    ({"augmix": [0, 1]}, "method_seeds names 'augmix', which is not in methods; valid: vanilla, cutout"),
+    ({"augmx": [0, 1]}, "method_seeds names 'augmx', which is not a method; valid: vanilla, cutout"),
     ({"vanilla": []}, "method_seeds.vanilla is []; valid: one or more distinct seeds"),
     ({"vanilla": [0, 0]}, "method_seeds.vanilla is [0, 0]; valid: one or more distinct seeds"),
     ({"vanilla": [-1]}, "method_seeds.vanilla is -1; valid: an integer >= 0"),
@@ -46,10 +54,10 @@ def test_bad_method_seeds_are_one_line_errors(seeds: dict[str, list[int]], messa
 
 
 def test_status_refuses_an_unknown_method_in_method_seeds(tmp_path: Path) -> None:
-    preset = write_preset(tmp_path, method_seeds={"mixup": [0, 1, 2]})
+    preset = write_preset(tmp_path, method_seeds={"mixpu": [0, 1, 2]})
     result = CliRunner().invoke(app, ["status", "--preset", str(preset), "--work",
                                       str(tmp_path / "w")])
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and "method_seeds names 'mixup'" in lines[0] and "valid: vanilla" in lines[0]
+    assert len(lines) == 1 and "method_seeds names 'mixpu'" in lines[0] and "valid: vanilla" in lines[0]
     assert "Traceback" not in result.output
