@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: quickstart test lint venv clean baseline gate-noise gate-regressions
+.PHONY: quickstart test gate lint venv clean baseline gate-noise gate-regressions
 
 # The environment is (re)built when missing or when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -24,6 +24,12 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest -q
+
+# The regression gate's statistical tier: the smoke suite trained from scratch (every method, two
+# CPU workers, about 7 minutes on 2 cores) against the committed baseline. CI runs it after
+# `make test`; the exact tier is part of `make test`.
+gate: $(STAMP)
+	$(PY) -m pytest -q -m statistical tests/test_gate.py
 
 clean:
 	rm -rf build *.egg-info .pytest_cache .ruff_cache

@@ -75,6 +75,7 @@ def test_exact_tier_matches_the_committed_baseline(exact_rerun: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.statistical  # `make gate` (CI runs it after `make test`), not `make test`
 def test_smoke_suite_is_within_the_measured_noise(smoke_rerun: SuiteResult) -> None:
     code, out = _check("--baseline", str(BASELINE), "--current", str(smoke_rerun.results_dir),
                        "--strict")
