@@ -110,7 +110,8 @@ def _gate_run(root: Path, args: list[str], log_file: Path) -> None:
 def run_regression(reg: Regression, baseline: Path, scratch: Path, statistical: bool,
                    preset: str = "smoke") -> dict[str, str]:
     """Apply one regression and run the gate's tiers on it: {tier: 'caught' | 'MISSED' | error}."""
-    root = apply_to_copy(reg, scratch)
+    # absolute: the tiers run with the copy as working directory, the check reads from here
+    root = apply_to_copy(reg, scratch).resolve()
     out: dict[str, str] = {}
     # Only the methods that can show the regression (vanilla, for the deltas): minutes, not tens.
     methods = ("vanilla", *reg.methods)
