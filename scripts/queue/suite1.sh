@@ -11,6 +11,7 @@
 #            the suite work directory (runs and the corrupted set) and the results go under it
 #   DATA     the dataset SPEC (default npy:cifar10-jpeg-copy, relative to the current directory)
 #   LABEL    the data source label (default "CIFAR-10, JPEG copy")
+#   PRESET   a preset name or YAML file (default cifar10-cpu)
 #   PY       the Python (default .venv/bin/python)
 # The run record lands in $Q/out/METHOD-sSEED/run_records/. A finished run is skipped; an
 # interrupted one resumes from its last checkpoint.
@@ -24,7 +25,7 @@ LABEL=${LABEL:-CIFAR-10, JPEG copy}
 PY=${PY:-.venv/bin/python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
 mkdir -p "$Q/presets"
-derived=$Q/presets/$PRESET-$method-s$seed.yaml
+derived=$Q/presets/$(basename "$PRESET" .yaml)-$method-s$seed.yaml  # PRESET: a name or a YAML file
 $PY - "$PRESET" "$method" "$seed" "$derived" <<'PYEOF'
 import sys
 from pathlib import Path
@@ -35,7 +36,8 @@ from metabn_bench.config import preset_dict
 
 preset, method, seed, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
 doc = preset_dict(preset)
-doc.setdefault("name", preset)  # the suite's name, not the derived file's
+# the suite's name (a shipped preset's, or its file's stem), not the derived file's
+doc.setdefault("name", Path(preset).stem if preset.endswith((".yaml", ".yml")) else preset)
 if method not in doc["methods"]:
     sys.exit(f"method {method!r} is not in preset {preset!r}: {', '.join(doc['methods'])}")
 doc["methods"] = [method]

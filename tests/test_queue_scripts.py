@@ -1,0 +1,85 @@
+"""The background experiment queue (scripts/queue/): one suite run per line, resumable anywhere.
+
+suite1.sh narrows a suite preset to one (method, seed); its run must be the suite's own (same
+run directory name, so the same config identity), or its record would not count in the suite's
+table. plan.txt is the program a new machine starts from; a line naming a method, seed or
+control that does not exist would fail hours into a session.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from metabn_bench.config import load_preset, preset_dict
+from metabn_bench.suite.jobs import plan_jobs
+from metabn_bench.suite.records import RECORDS_DIR
+from tests.suite_helpers import ROOT, cli_env, write_preset
+
+QUEUE = ROOT / "scripts" / "queue"
+CONTROLS = ROOT / "results" / "metabn-ablation" / "run.sh"
+
+
+def _suite1(q: Path, preset: Path, method: str, seed: int) -> str:
+    env = {**cli_env(), "Q": str(q), "PRESET": str(preset), "DATA": "synthetic",
+           "LABEL": "synthetic shapes", "PY": sys.executable}
+    done = subprocess.run(["bash", str(QUEUE / "suite1.sh"), method, str(seed)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+def test_suite1_trains_the_suites_own_run_and_skips_it_the_second_time(tmp_path: Path) -> None:
+    preset = write_preset(tmp_path, methods=["vanilla", "cutout"], seeds=[0],
+                          method_seeds={"vanilla": [0, 1]}, method_hparams={"cutout": {"size": 8}})
+    first = _suite1(tmp_path / "q", preset, "vanilla", 1)
+    assert "trained: vanilla seed 1" in first
+    derived = yaml.safe_load((tmp_path / "q" / "presets" / "tiny-vanilla-s1.yaml").read_text())
+    assert derived["methods"] == ["vanilla"] and derived["seeds"] == [1]
+    assert "method_seeds" not in derived and derived["name"] == "tiny"
+    # the record's name is the full suite's run for (vanilla, 1): same config identity
+    suite_runs = {Path(j.run_dir).name for j in plan_jobs(load_preset(str(preset), [
+        "train.data.dataset=synthetic", "train.data.label=synthetic shapes"]), tmp_path, 10)}
+    records = list((tmp_path / "q" / "out" / "vanilla-s1" / RECORDS_DIR).iterdir())
+    assert [r.name for r in records] == [n for n in suite_runs if n.startswith("vanilla-s1-")]
+    assert (records[0] / "done").is_file() and not list(records[0].glob("*.pt"))
+    second = _suite1(tmp_path / "q", preset, "vanilla", 1)
+    assert "trained:" not in second  # finished: nothing trains again
+
+
+def test_suite1_refuses_a_method_the_preset_does_not_list(tmp_path: Path) -> None:
+    env = {**cli_env(), "Q": str(tmp_path), "PRESET": str(write_preset(tmp_path)),
+           "PY": sys.executable}
+    done = subprocess.run(["bash", str(QUEUE / "suite1.sh"), "mixup", "0"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, check=False)
+    assert done.returncode != 0 and "method 'mixup' is not in preset" in done.stderr
+
+
+def test_every_line_of_the_plan_names_a_real_run() -> None:
+    preset = preset_dict("cifar10-cpu")
+    seeds = {m: preset.get("method_seeds", {}).get(m, preset["seeds"]) for m in preset["methods"]}
+    variants = set(re.findall(r"^  (\w+)\) hp=", CONTROLS.read_text(), re.M))
+    planned = set()
+    for line in (QUEUE / "plan.txt").read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        for command in line.split("&&"):
+            words = shlex.split(command)
+            script = next(w for w in words if w.endswith(".sh"))
+            assert (ROOT / script).is_file(), line
+            args = words[words.index(script) + 1:]
+            if script.endswith("suite1.sh"):
+                method, seed = args[0], int(args[1])
+                assert seed in seeds[method], line
+                planned.add((method, seed))
+            elif script.endswith("metabn-ablation/run.sh"):
+                assert args[0] in variants and int(args[1]) in (0, 1, 2), line
+            else:
+                assert script.endswith("tta-cifar10-cpu/run.sh"), line
+    # the plan covers the whole table: every (method, seed) of the preset
+    assert planned == {(m, s) for m, ss in seeds.items() for s in ss}
