@@ -24,12 +24,19 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip()
 
 
+# Set by whoever runs a copy without .git (scripts/queue/lane.sh runs `git archive` snapshots
+# of a commit): the commit the copy was made from, recorded when git cannot tell.
+COMMIT_ENV = "METABN_BENCH_COMMIT"
+
+
 @lru_cache(maxsize=1)
 def commit() -> str:
-    """The package's git commit (with '+dirty' for uncommitted changes), or 'unknown'."""
+    """The package's git commit (with '+dirty' for uncommitted changes); outside a git checkout
+    the commit named by $METABN_BENCH_COMMIT (marked as such), else 'unknown'."""
     rev = _git("rev-parse", "--short=12", "HEAD")
     if not rev:
-        return "unknown"
+        named = os.environ.get(COMMIT_ENV, "").strip()
+        return f"{named} (from {COMMIT_ENV})" if named else "unknown"
     status = _git("status", "--porcelain", "--untracked-files=no", "--", "metabn_bench")
     return rev + ("+dirty" if status else "")
 

@@ -97,7 +97,8 @@ while [ ! -e "$Q/STOP" ]; do
   dir=$(snapshot)
   log=$Q/logs/$(date -u +%Y%m%dT%H%M%S)-lane$lane.log
   echo "$(date -u +%FT%TZ) lane$lane start $(basename "$dir") $line" >> "$Q/done.txt"
-  (cd "$dir" && Q=$Q nice -n 5 bash -c "$line") > "$log" 2>&1
+  # the snapshot has no .git: its commit goes into every result's provenance this way
+  (cd "$dir" && Q=$Q METABN_BENCH_COMMIT=$(basename "$dir") nice -n 5 bash -c "$line") > "$log" 2>&1
   rc=$?
   echo "$(date -u +%FT%TZ) lane$lane end rc=$rc $line" >> "$Q/done.txt"
   collect
