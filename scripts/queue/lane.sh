@@ -69,6 +69,8 @@ collect() {  # copy new or changed run records into the checkout and commit only
     [ -d "$src" ] || continue
     dst=$CHECKOUT/results/$(basename "$src")
     mkdir -p "$dst" && cp -r "$src"/. "$dst"/
+    # a record being written by a running line (NAME.tmp, renamed when complete) is not copied
+    find "$dst" -name '*.tmp' -prune -exec rm -rf {} +
     [ -z "$(git -C "$CHECKOUT" status --porcelain -- "$dst")" ] || changed+=("$dst")
   done
   [ ${#changed[@]} -gt 0 ] || return 0
