@@ -13,7 +13,8 @@
 # default the repository this script is in) and committed on their own; at start, the committed
 # records are copied into $Q/out, where the suite takes a complete record as a finished run, so
 # a session on another machine continues instead of retraining. plan.txt here is the queue of
-# the current experiments: `cp scripts/queue/plan.txt $Q/queue.txt` on a new machine. `touch $Q/STOP` ends every lane after its line.
+# the current experiments: `cp scripts/queue/plan.txt $Q/queue.txt` on a new machine.
+# `touch $Q/STOP` ends every lane after its line.
 set -uo pipefail
 lane=${1:?usage: $0 N}
 Q=${Q:-/work/queue}

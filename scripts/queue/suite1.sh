@@ -42,8 +42,7 @@ if method not in doc["methods"]:
     sys.exit(f"method {method!r} is not in preset {preset!r}: {', '.join(doc['methods'])}")
 doc["methods"] = [method]
 doc["seeds"] = [seed]
-doc.pop("method_seeds", None)
-doc["method_hparams"] = {k: v for k, v in (doc.get("method_hparams") or {}).items() if k == method}
+doc.pop("method_seeds", None)  # it would give the method its other seeds back
 tmp = out.with_suffix(".tmp")
 tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
 tmp.replace(out)
