@@ -8,6 +8,7 @@ control that does not exist would fail hours into a session.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
@@ -52,6 +53,35 @@ def test_suite1_trains_the_suites_own_run_and_skips_it_the_second_time(tmp_path:
     assert "trained:" not in second  # finished: nothing trains again
 
 
+def _controls1(q: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**cli_env(), "Q": str(q), "PY": sys.executable}
+    return subprocess.run(["bash", str(QUEUE / "controls1.sh"), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, check=False)
+
+
+def test_controls1_records_the_three_evaluation_only_controls_then_skips(tmp_path: Path) -> None:
+    q = tmp_path / "q"
+    preset = write_preset(tmp_path, methods=["metabn"], seeds=[0])
+    _suite1(q, preset, "metabn", 0)
+    first = _controls1(q, "metabn", "0")
+    assert first.returncode == 0, first.stdout + first.stderr
+    records = list((q / "out" / "metabn-ablation" / RECORDS_DIR).iterdir())
+    assert [r.name[:len("metabn-s0-")] for r in records] == ["metabn-s0-"]
+    protocols = {json.loads(row)["protocol"]
+                 for row in (records[0] / "eval.jsonl").read_text().splitlines()}
+    assert {f"none:control={c}" for c in ("zero-z", "shuffle-z", "static")} <= protocols
+    assert not list(records[0].glob("*.pt"))  # a record never holds weights
+    again = _controls1(q, "metabn", "0")
+    assert again.returncode == 0 and "controls already recorded" in again.stdout
+
+
+def test_controls1_refuses_other_methods_and_missing_models(tmp_path: Path) -> None:
+    wrong = _controls1(tmp_path, "augmix", "0")
+    assert wrong.returncode == 2 and "valid: metabn, augmix_metabn" in wrong.stderr
+    absent = _controls1(tmp_path, "metabn", "1")
+    assert absent.returncode == 3 and "not in" in absent.stderr
+
+
 def test_suite1_refuses_a_method_the_preset_does_not_list(tmp_path: Path) -> None:
     env = {**cli_env(), "Q": str(tmp_path), "PRESET": str(write_preset(tmp_path)),
            "PY": sys.executable}
@@ -77,6 +107,8 @@ def test_every_line_of_the_plan_names_a_real_run() -> None:
                 method, seed = args[0], int(args[1])
                 assert seed in seeds[method], line
                 planned.add((method, seed))
+            elif script.endswith("controls1.sh"):  # after the same run's training
+                assert (args[0], int(args[1])) in planned, line
             elif script.endswith("metabn-ablation/run.sh"):
                 assert args[0] in variants and int(args[1]) in (0, 1, 2), line
             else:
