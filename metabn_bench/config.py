@@ -64,7 +64,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda (not part of the run's identity)
     amp: bool = True  # mixed precision on CUDA only
-    channels_last: bool = True  # NHWC memory format on CUDA only
+    channels_last: bool = True  # NHWC memory format (CUDA and CPU: faster on both, measured)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     hparams: Mapping[str, Any] = field(default_factory=dict)  # the method's own options
