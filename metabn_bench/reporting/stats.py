@@ -197,7 +197,9 @@ def paired_comparisons(df: pd.DataFrame, vectors: PerImage, baseline: str = "van
             continue
         runs, base = Runs(g, vectors), Runs(groups[(baseline, protocol)], vectors)
         if not runs.seeds or not base.seeds:
-            comp.reason = "no per-image results (evaluated before they were stored)"
+            side = method if not runs.seeds else baseline
+            comp.reason = (f"no per-image results of {side} (evaluated before they were stored, "
+                           "or read from a cells.csv without them)")
             continue
         if len(runs.set_ids | base.set_ids) > 1:
             comp.reason = "results come from more than one corrupted set"

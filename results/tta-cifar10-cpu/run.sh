@@ -10,10 +10,13 @@
 # /work/queue/tta) receives two corrupted sets and copies of the runs (an evaluation locks its
 # run directory and appends to it, so the suite's own runs are left untouched). Each evaluated
 # copy's small files (config, env, metrics, eval.jsonl, per_image.npz, done; no weights) go to
-# RESULTS/runs/ (RESULTS defaults to this directory), and the tables are rebuilt from every
+# RESULTS/records/ (RESULTS defaults to this directory), and the tables are rebuilt from every
 # such record there, so methods evaluated in different sessions (a model exists only in the
 # session that trained it) end up in one table: batch-size/ and continual/ (report.md,
-# cells.csv, summary.json, plots/). Resumable: evaluate skips finished rows. Sets, all severity 5, seed 0, class-balanced test images:
+# cells.csv, summary.json, plots/). The seed-0 vanilla and Meta-BN rows come from the reports
+# in earlier/ (their per-model records were never committed: they went to an ignored folder),
+# so those two models have per-cell rows there but no per-image results (no intervals or
+# reliability diagrams of theirs in the rebuilt reports; earlier/continual/plots keeps theirs). Resumable: evaluate skips finished rows. Sets, all severity 5, seed 0, class-balanced test images:
 #   c5sub  5 corruptions x 400 images (gaussian noise, defocus blur, fog, contrast, JPEG):
 #          none, bn, tent at test batches 1, 2, 4, 16, 64, 200 (the batch-size table)
 #   c5all  the 15 corruptions x 400 images at the preset's test batch (100): none, bn, tent per
@@ -41,9 +44,9 @@ for m in "${methods[@]+"${methods[@]}"}"; do
   fi
   runs+=("$run")
 done
-mkdir -p "$TTA" "$RESULTS/runs"
-if [ "$RESULTS" != "$HERE" ] && [ -d "$HERE/runs" ]; then  # the records committed so far
-  cp -rn "$HERE/runs"/. "$RESULTS/runs"/
+mkdir -p "$TTA" "$RESULTS/records"
+if [ "$RESULTS" != "$HERE" ] && [ -d "$HERE/records" ]; then  # the records committed so far
+  cp -rn "$HERE/records"/. "$RESULTS/records"/
 fi
 sub=(gaussian_noise defocus_blur fog contrast jpeg_compression)
 [ ${#runs[@]} -eq 0 ] || [ -e "$TTA/c5sub/manifest.json" ] || mb corrupt --dataset "$DATA" --label "$LABEL" --out "$TTA/c5sub" \
@@ -66,14 +69,15 @@ for run in "${runs[@]+"${runs[@]}"}"; do
   mb evaluate "$TTA/runs/$name-cont" --corrupted "$TTA/c5all" --adapt bn --adapt tent \
     --stream continual --reset never --batch-size 100 --device cpu
   for kind in sweep cells cont; do  # the record: copied under a temporary name, then renamed
-    rec=$RESULTS/runs/$name-$kind
+    rec=$RESULTS/records/$name-$kind
     rm -rf "$rec.tmp" && mkdir -p "$rec.tmp"
     for f in "${SMALL[@]}"; do [ ! -e "$TTA/runs/$name-$kind/$f" ] || cp "$TTA/runs/$name-$kind/$f" "$rec.tmp/"; done
     rm -rf "$rec" && mv "$rec.tmp" "$rec"
   done
 done
 shopt -s nullglob
-sweeps=("$RESULTS"/runs/*-sweep) streams=("$RESULTS"/runs/*-cells "$RESULTS"/runs/*-cont)
+sweeps=("$RESULTS"/records/*-sweep "$HERE"/earlier/batch-size)
+streams=("$RESULTS"/records/*-cells "$RESULTS"/records/*-cont "$HERE"/earlier/continual)
 # Two reports: the batch-size sweep (5 cells) and the per-cell vs continual runs (15 cells).
 for part in batch-size continual; do
   if [ $part = batch-size ]; then set -- "${sweeps[@]}"; else set -- "${streams[@]}"; fi
