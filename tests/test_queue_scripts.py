@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from metabn_bench.config import load_preset, preset_dict
@@ -115,3 +116,18 @@ def test_every_line_of_the_plan_names_a_real_run() -> None:
                 assert script.endswith("tta-cifar10-cpu/run.sh"), line
     # the plan covers the whole table: every (method, seed) of the preset
     assert planned == {(m, s) for m, ss in seeds.items() for s in ss}
+
+
+def test_the_folders_the_queue_commits_are_not_git_ignored() -> None:
+    """A record written under an ignored path is silently left out of the lane's commit and lost
+    with the machine (it happened to the test-time records under results/*/runs/)."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    tta = (ROOT / "results" / "tta-cifar10-cpu" / "run.sh").read_text()
+    assert '$RESULTS/records/$name-$kind' in tta
+    folders = ["results/tta-cifar10-cpu/records", "results/cifar10-cpu/run_records",
+               "results/metabn-ablation/run_records"]
+    probes = [f"{folder}/some-run-s0-0123456789/eval.jsonl" for folder in folders]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *probes], cwd=ROOT,
+                             capture_output=True, text=True, check=False)
+    assert ignored.stdout == "", ignored.stdout
