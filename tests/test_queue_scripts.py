@@ -99,8 +99,10 @@ def test_every_line_of_the_plan_names_a_real_run() -> None:
     for line in (QUEUE / "plan.txt").read_text().splitlines():
         if not line.strip() or line.startswith("#"):
             continue
+        # a lane reads the cost to decide whether the line ends before the session's deadline
+        assert re.search(r"#\s*~\d+\s*min\s*$", line), line
         for command in line.split("&&"):
-            words = shlex.split(command)
+            words = shlex.split(command, comments=True)
             script = next(w for w in words if w.endswith(".sh"))
             assert (ROOT / script).is_file(), line
             args = words[words.index(script) + 1:]
@@ -131,3 +133,40 @@ def test_the_folders_the_queue_commits_are_not_git_ignored() -> None:
     ignored = subprocess.run(["git", "check-ignore", "--no-index", *probes], cwd=ROOT,
                              capture_output=True, text=True, check=False)
     assert ignored.stdout == "", ignored.stdout
+
+
+def _lane(tmp_path: Path, lines: list[str], deadline: str | None) -> Path:
+    """Run lane.sh once over `lines` in a throwaway checkout; returns the queue directory."""
+    checkout, q = tmp_path / "checkout", tmp_path / "q"
+    checkout.mkdir(parents=True)
+    (checkout / "README").write_text("a checkout\n")
+    git = ["git", "-c", "user.email=t@example.org", "-c", "user.name=t", "-C", str(checkout)]
+    for args in (["init", "-q"], ["add", "README"], ["commit", "-qm", "one"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    q.mkdir()
+    (q / "queue.txt").write_text("".join(line + "\n" for line in lines))
+    if deadline is not None:
+        (q / "deadline").write_text(deadline + "\n")
+    env = {**cli_env(), "Q": str(q), "CHECKOUT": str(checkout)}
+    done = subprocess.run(["bash", str(QUEUE / "lane.sh"), "1"], env=env, capture_output=True,
+                          text=True, check=False, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return q
+
+
+def test_a_lane_leaves_lines_that_would_outlast_the_deadline_in_the_queue(tmp_path: Path) -> None:
+    lines = ["echo short > $Q/short.txt  # ~1 min", "echo long > $Q/long.txt  # ~600 min",
+             "echo unknown > $Q/unknown.txt"]
+    q = _lane(tmp_path, lines, "+30 minutes")
+    assert (q / "short.txt").is_file() and (q / "unknown.txt").is_file()
+    assert not (q / "long.txt").exists()
+    assert (q / "queue.txt").read_text().splitlines() == [lines[1]]  # kept for a later session
+
+
+def test_a_lane_past_its_deadline_starts_nothing_and_without_one_runs_everything(
+        tmp_path: Path) -> None:
+    lines = ["echo short > $Q/short.txt  # ~1 min", "echo long > $Q/long.txt  # ~600 min"]
+    late = _lane(tmp_path / "late", lines, "-1 minute")
+    assert not (late / "short.txt").exists() and len((late / "queue.txt").read_text().splitlines()) == 2
+    free = _lane(tmp_path / "free", lines, None)
+    assert (free / "short.txt").is_file() and (free / "long.txt").is_file()

@@ -14,7 +14,11 @@
 # records are copied into $Q/out, where the suite takes a complete record as a finished run, so
 # a session on another machine continues instead of retraining. plan.txt here is the queue of
 # the current experiments: `cp scripts/queue/plan.txt $Q/queue.txt` on a new machine.
-# `touch $Q/STOP` ends every lane after its line.
+# `touch $Q/STOP` ends every lane after its line. A line may end with a cost comment, `# ~N min`
+# (its CPU minutes on one free core, measured); with a deadline in $Q/deadline (a date that
+# `date -d` reads, e.g. "21:40"), a lane takes the first line whose cost, times SLACK (default
+# 1.5, for a shared machine), ends before it, leaves longer lines in the queue for a later
+# session, and stops when none fits: a run killed at the end of a session is lost.
 set -uo pipefail
 lane=${1:?usage: $0 N}
 Q=${Q:-/work/queue}
@@ -22,15 +26,28 @@ CHECKOUT=${CHECKOUT:-$(cd "$(dirname "$0")/../.." && pwd)}
 mkdir -p "$Q/logs" "$Q/snap"
 touch "$Q/queue.txt" "$Q/done.txt"
 
-pop() {  # the first runnable line of queue.txt, removed from it under a lock
-  flock "$Q/queue.lock" python3 - "$Q/queue.txt" <<'PYEOF'
+pop() {  # the first runnable line of queue.txt that fits the deadline, removed under a lock
+  local left=""
+  if [ -s "$Q/deadline" ]; then
+    local end
+    if end=$(date -d "$(cat "$Q/deadline")" +%s 2>/dev/null); then
+      left=$((end - $(date +%s)))
+    else
+      echo "lane $lane: $Q/deadline holds '$(cat "$Q/deadline")', not a date; ignored" >&2
+    fi
+  fi
+  flock "$Q/queue.lock" python3 - "$Q/queue.txt" "$left" "${SLACK:-1.5}" <<'PYEOF'
+import re
 import sys
 from pathlib import Path
 
-path = Path(sys.argv[1])
+path, left, slack = Path(sys.argv[1]), sys.argv[2], float(sys.argv[3])
 lines = path.read_text().splitlines()
 for i, line in enumerate(lines):
     if line.strip() and not line.lstrip().startswith("#"):
+        cost = re.search(r"#\s*~(\d+(?:\.\d+)?)\s*min\s*$", line)
+        if left and (int(left) <= 0 or cost and float(cost.group(1)) * 60 * slack > int(left)):
+            continue  # would be killed at the end of the session: leave it for a later one
         print(line)
         rest = lines[:i] + lines[i + 1:]
         tmp = path.with_suffix(".tmp")
