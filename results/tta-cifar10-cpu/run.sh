@@ -16,9 +16,14 @@
 # cells.csv, summary.json, plots/). The seed-0 vanilla and Meta-BN rows come from the reports
 # in earlier/ (their per-model records were never committed: they went to an ignored folder),
 # so those two models have per-cell rows there but no per-image results (no intervals or
-# reliability diagrams of theirs in the rebuilt reports; earlier/continual/plots keeps theirs). Resumable: evaluate skips finished rows. Sets, all severity 5, seed 0, class-balanced test images:
+# reliability diagrams of theirs in the rebuilt reports; earlier/continual/plots keeps theirs).
+# SEED (default 0) picks the training seed of the models; the sets are the same for every seed.
+# Resumable: evaluate skips finished rows. Sets, all severity 5, seed 0, class-balanced test
+# images:
 #   c5sub  5 corruptions x 400 images (gaussian noise, defocus blur, fog, contrast, JPEG):
-#          none, bn, tent at test batches 1, 2, 4, 16, 64, 200 (the batch-size table)
+#          none, bn, bn:prior=16 (Schneider et al. 2020: the source statistics weigh as 16
+#          test images), tent at test batches 1, 2, 4, 16, 64, 200 (the batch-size table;
+#          bn:prior=16 joined after seed 0 of vanilla, Meta-BN and AugMix were evaluated)
 #   c5all  the 15 corruptions x 400 images at the preset's test batch (100): none, bn, tent per
 #          cell with reset, and bn, tent as one continual stream without reset (CoTTA's setting)
 set -euo pipefail
@@ -29,6 +34,7 @@ DATA=${DATA:-npy:cifar10-jpeg-copy}
 LABEL=${LABEL:-CIFAR-10, JPEG copy}
 TTA=${TTA:-/work/queue/tta}
 N=${N:-400}  # test images per cell
+SEED=${SEED:-0}
 PY=${PY:-.venv/bin/python}
 HERE=$(cd "$(dirname "$0")" && pwd)
 RESULTS=${RESULTS:-$HERE}
@@ -38,9 +44,9 @@ mb() { $PY -m metabn_bench "$@"; }
 
 runs=()
 for m in "${methods[@]+"${methods[@]}"}"; do
-  run=$(ls -d "$work"/train/"$m"-s0-* 2>/dev/null | head -1 || true)
+  run=$(ls -d "$work"/train/"$m"-s"$SEED"-* 2>/dev/null | head -1 || true)
   if [ -z "$run" ] || [ ! -e "$run/done" ]; then
-    echo "$m seed 0 is not trained yet in $work/train; run this again once it is" >&2; exit 3
+    echo "$m seed $SEED is not trained yet in $work/train; run this again once it is" >&2; exit 3
   fi
   runs+=("$run")
 done
@@ -62,8 +68,8 @@ for run in "${runs[@]+"${runs[@]}"}"; do
       rm -rf "$d.tmp"/.eval-journal "$d.tmp"/.lock && mv "$d.tmp" "$d"
     fi
   done
-  mb evaluate "$TTA/runs/$name-sweep" --corrupted "$TTA/c5sub" --adapt none --adapt bn --adapt tent \
-    --batch-sizes 1,2,4,16,64,200 --device cpu
+  mb evaluate "$TTA/runs/$name-sweep" --corrupted "$TTA/c5sub" --adapt none --adapt bn \
+    --adapt bn:prior=16 --adapt tent --batch-sizes 1,2,4,16,64,200 --device cpu
   mb evaluate "$TTA/runs/$name-cells" --corrupted "$TTA/c5all" --adapt none --adapt bn --adapt tent \
     --batch-size 100 --device cpu
   mb evaluate "$TTA/runs/$name-cont" --corrupted "$TTA/c5all" --adapt bn --adapt tent \
