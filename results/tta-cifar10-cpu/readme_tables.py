@@ -3,7 +3,7 @@
     python results/tta-cifar10-cpu/readme_tables.py
 
 Each entry is a mean error (%) over the corruption cells at severity 5 (the clean cell is left
-out), per model (seed 0) and protocol, computed from the per-cell rows that run.sh's reports
+out), per model (method and training seed) and protocol, computed from the per-cell rows that run.sh's reports
 wrote; nothing is typed by hand. Also prints each model's mean ECE over those cells per protocol.
 """
 
@@ -28,17 +28,26 @@ def _order(methods: pd.Series) -> list[str]:
     return sorted(methods.unique(), key=lambda m: list(NAMES).index(m) if m in NAMES else 99)
 
 
+def _models(cells: pd.DataFrame) -> list[tuple[str, int, pd.DataFrame]]:
+    """(method, training seed, its rows) in the README's order."""
+    return [(method, int(seed), rows)
+            for method in _order(cells["method"])
+            for seed, rows in cells[cells["method"] == method].groupby("seed")]
+
+
 def batch_size_table() -> str:
     """Mean error over the sweep's cells against the test batch size, per model and protocol."""
     cells = _shifted(HERE / "batch-size" / "cells.csv")
-    lines = ["| model | protocol | " + " | ".join(
+    lines = ["| model | seed | protocol | " + " | ".join(
         ("batch 1" if b == 1 else str(b)) for b in BATCHES) + " |",
-        "|---|---|" + "---|" * len(BATCHES)]
-    for method in _order(cells["method"]):
-        for protocol in ("none", "bn", "tent"):
-            rows = cells[(cells["method"] == method) & (cells["sweep_protocol"] == protocol)]
+        "|---|---|---|" + "---|" * len(BATCHES)]
+    for method, seed, of_model in _models(cells):
+        for protocol in ("none", "bn", "bn:prior=16", "tent"):
+            rows = of_model[of_model["sweep_protocol"] == protocol]
+            if rows.empty:  # bn:prior=16 joined the sweep after the first models
+                continue
             means = rows.groupby("test_batch_size")["error"].mean()
-            lines.append(f"| {NAMES.get(method, method)} | `{protocol}` | "
+            lines.append(f"| {NAMES.get(method, method)} | {seed} | `{protocol}` | "
                          + " | ".join(f"{means[b]:.2f}" for b in BATCHES) + " |")
     return "\n".join(lines)
 
@@ -49,12 +58,11 @@ def continual_table() -> str:
     columns = [("none", "`none`"), ("bn", "`bn` per cell"),
                ("bn@continual,reset=never,seed=0", "`bn` continual"),
                ("tent", "`tent` per cell"), ("tent@continual,reset=never,seed=0", "`tent` continual")]
-    lines = ["| model | " + " | ".join(name for _, name in columns) + " |",
-             "|---|" + "---|" * len(columns)]
-    for method in _order(cells["method"]):
-        rows = cells[cells["method"] == method]
+    lines = ["| model | seed | " + " | ".join(name for _, name in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    for method, seed, rows in _models(cells):
         means = rows.groupby("protocol")["error"].mean()
-        lines.append(f"| {NAMES.get(method, method)} | "
+        lines.append(f"| {NAMES.get(method, method)} | {seed} | "
                      + " | ".join(f"{means[p]:.2f}" for p, _ in columns) + " |")
     return "\n".join(lines)
 
@@ -63,11 +71,10 @@ def calibration_lines() -> str:
     """Mean ECE (%) over the 15 shifted cells and on the clean cell, per model and protocol."""
     cells = pd.read_csv(HERE / "continual" / "cells.csv")
     lines = []
-    for method in _order(cells["method"]):
-        rows = cells[(cells["method"] == method) & cells["protocol"].isin(["none", "bn", "tent"])]
+    for method, seed, rows in _models(cells[cells["protocol"].isin(["none", "bn", "tent"])]):
         shifted = rows[rows["corruption"] != "clean"].groupby("protocol")["ece"].mean()
         clean = rows[rows["corruption"] == "clean"].groupby("protocol")["ece"].mean()
-        lines.append(f"{NAMES.get(method, method)}: mean ECE under shift "
+        lines.append(f"{NAMES.get(method, method)} seed {seed}: mean ECE under shift "
                      + ", ".join(f"{p} {shifted[p]:.1f}" for p in ("none", "bn", "tent"))
                      + f"; clean (none) {clean['none']:.1f}")
     return "\n".join(lines)
